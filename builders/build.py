@@ -1,0 +1,82 @@
+"""``gpt4roi build``: run one source builder into a Hub-style folder with a build report."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .base import RegionBuilder
+from .output import DEFAULT_MAX_SHARD_BYTES, ShardedParquetWriter, atomic_directory
+from .report import BuildReport
+from .sources import builder_class
+
+
+def make_builder(source: str, raw_root: str | Path, *, seed: int = 0, strict: bool = False,
+                 options: dict[str, Any] | None = None, cache_dir: str | Path | None = None) -> RegionBuilder:
+    """Instantiate the builder of ``source`` for a raw release folder."""
+    cls = builder_class(source)
+    return cls(raw_root=str(raw_root), seed=seed, strict=strict, options=dict(options or {}),
+               cache_dir=str(cache_dir) if cache_dir else None)
+
+
+def build_source(source: str, raw_root: str | Path, out: str | Path, *, splits: list[str] | None = None,
+                 seed: int = 0, strict: bool = False, options: dict[str, Any] | None = None,
+                 max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, progress: bool = True) -> BuildReport:
+    """Build ``source`` from ``raw_root`` into ``out`` (``data/<split>-*.parquet`` + ``build_report.json``).
+
+    The folder appears only when the whole build succeeded (see :func:`builders.output.atomic_directory`).
+    """
+    builder = make_builder(source, raw_root, seed=seed, strict=strict, options=options)
+    available = builder.available_splits()
+    if not available:
+        raise FileNotFoundError(f"{source}: no split's raw files were found under {raw_root}")
+    wanted = available if not splits else list(splits)
+    unknown = [split for split in wanted if split not in available]
+    if unknown:
+        raise ValueError(f"{source}: split(s) {unknown} not available under {raw_root}; available: {available}")
+
+    started = time.perf_counter()
+    with atomic_directory(out) as tmp:
+        for split in wanted:
+            writer = ShardedParquetWriter(tmp / "data", split, max_shard_bytes=max_shard_bytes)
+            rows = builder.validated_rows(split)
+            bar = tqdm(rows, desc=f"{source}/{split}", unit=" rows", disable=not progress, dynamic_ncols=True)
+            writer.write_all(bar)
+            bar.close()
+            writer.close()
+        report = builder.report
+        report.seconds = time.perf_counter() - started
+        (tmp / "build_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
+
+
+def print_summary(report: BuildReport, out: str | Path) -> None:
+    """A readable table of rows, regions and skips per split on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report.source} -> {out}  ({report.seconds:.1f} s)")
+    for column in ("split", "task", "rows", "regions", "skipped (reason: count)"):
+        table.add_column(column)
+    for split in sorted(set(report.written) | set(report.skipped)):
+        tasks = report.written.get(split, {})
+        skips = ", ".join(f"{reason}: {count}" for reason, count in sorted(report.skipped.get(split, {}).items()))
+        table.add_row(split, ", ".join(sorted(tasks)) or "-", str(sum(tasks.values())),
+                      str(report.regions.get(split, 0)), skips or "0")
+    Console().print(table)
+
+
+def main(cfg: Any) -> None:
+    """Entry point of ``gpt4roi build source=<name> raw_root=<dir> out=<dir> [split=...] [strict=true]``."""
+    splits = cfg.split
+    if isinstance(splits, str):
+        splits = [splits]
+    options = dict(cfg.source.get("options", {}) or {})
+    report = build_source(cfg.source.name, cfg.raw_root, cfg.out, splits=list(splits) if splits else None,
+                          seed=cfg.seed, strict=cfg.strict, options=options,
+                          max_shard_bytes=int(cfg.max_shard_mb * 1024 * 1024))
+    print_summary(report, cfg.out)

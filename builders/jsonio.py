@@ -1,0 +1,105 @@
+"""Reading raw annotation files with errors that name the file, the position and what was expected."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ijson
+import orjson
+
+from .errors import SourceFileError
+
+
+def read_json(path: str | Path, *, expect: type | tuple[type, ...] | None = None) -> Any:
+    """Parse a whole JSON file (for the files that are small enough in every release)."""
+    path = Path(path)
+    data = _read_bytes(path)
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise SourceFileError(path, f"invalid JSON: {exc.msg}", position=f"byte {exc.pos}",
+                              expected="a complete JSON document") from exc
+    _check_type(path, value, expect, "the top level")
+    return value
+
+
+def iter_json_array(path: str | Path, prefix: str = "item") -> Iterator[Any]:
+    """Stream the elements of a top-level JSON array without holding the file in memory.
+
+    Visual Genome's ``region_descriptions.json`` is about 700 MB; a whole-file parse needs several GB.
+    ``ijson``'s C backend yields one image record at a time.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SourceFileError(path, "file not found")
+    with path.open("rb") as handle:
+        first = handle.read(64).lstrip()
+        if first and not first.startswith(b"["):
+            raise SourceFileError(path, "the top level is not a JSON array", position="byte 0",
+                                  expected="a JSON array of records")
+        handle.seek(0)
+        index = -1
+        try:
+            for index, item in enumerate(ijson.items(handle, prefix, use_float=True)):
+                yield item
+        except ijson.common.IncompleteJSONError as exc:
+            raise SourceFileError(path, f"invalid or truncated JSON: {exc}", position=f"after record {index}",
+                                  expected="a complete JSON array") from exc
+        except UnicodeDecodeError as exc:
+            raise SourceFileError(path, f"invalid UTF-8: {exc.reason}", position=f"after record {index}",
+                                  expected="UTF-8 text") from exc
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, record)`` for every non-empty line of a JSON-lines file."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceFileError(path, "file not found")
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise SourceFileError(path, f"invalid JSON: {exc.msg}", position=f"line {number}",
+                                      expected="one JSON object per line") from exc
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file; invalid UTF-8 is an error naming the byte offset."""
+    path = Path(path)
+    data = _read_bytes(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceFileError(path, f"invalid UTF-8 ({exc.reason})", position=f"byte {exc.start}",
+                              expected="UTF-8 text") from exc
+
+
+def require_keys(record: dict, keys: tuple[str, ...], what: str) -> None:
+    """Raise :class:`~builders.errors.SkipRecord` (``missing_key``) when ``record`` lacks a key."""
+    from .errors import SkipRecord
+
+    if not isinstance(record, dict):
+        raise SkipRecord("wrong_record_type", f"{what} is {type(record).__name__}, expected an object")
+    missing = [key for key in keys if key not in record]
+    if missing:
+        raise SkipRecord("missing_key", f"{what} lacks {missing}")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise SourceFileError(path, "file not found") from exc
+    except IsADirectoryError as exc:
+        raise SourceFileError(path, "is a directory", expected="a file") from exc
+
+
+def _check_type(path: Path, value: Any, expect, where: str) -> None:
+    if expect is not None and not isinstance(value, expect):
+        names = expect.__name__ if isinstance(expect, type) else " or ".join(t.__name__ for t in expect)
+        raise SourceFileError(path, f"{where} is a JSON {type(value).__name__}", expected=f"a JSON {names}")

@@ -1,0 +1,28 @@
+"""The placeholders of the schema: ``<image>`` and ``<regionK>`` (K = 1, 2, ...)."""
+
+from __future__ import annotations
+
+import re
+
+IMAGE_TOKEN = "<image>"
+REGION_PATTERN = re.compile(r"<region(\d+)>")
+
+
+def region_token(k: int) -> str:
+    """The placeholder of region ``k`` (1-based)."""
+    return f"<region{k}>"
+
+
+def region_refs(text: str) -> list[int]:
+    """The 1-based region numbers referenced in ``text``, in order of appearance (with repeats)."""
+    return [int(m) for m in REGION_PATTERN.findall(text)]
+
+
+def strip_image_token(text: str) -> str:
+    """``text`` without ``<image>`` and the newline that usually separates it from the question."""
+    return text.replace(IMAGE_TOKEN + "\n", "").replace("\n" + IMAGE_TOKEN, "").replace(IMAGE_TOKEN, "").strip()
+
+
+def with_image_prefix(text: str) -> str:
+    """Put ``<image>`` at the start of a first human turn, wherever the source placed it."""
+    return f"{IMAGE_TOKEN}\n{strip_image_token(text)}"

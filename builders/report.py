@@ -1,0 +1,106 @@
+"""The build report: what was read, written and skipped, and why (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import platform
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .errors import SkipRecord, StrictModeError
+
+EXAMPLES_PER_REASON = 5
+_VERSIONED = ("gpt4roi-suite", "datasets", "pyarrow", "ijson", "orjson", "pycocotools")
+
+
+def file_fingerprint(path: Path, chunk: int = 1 << 22) -> dict[str, Any]:
+    """Size and sha256 of an input file (streamed: release files reach several hundred MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+@dataclass
+class BuildReport:
+    """Counts per split, task and skip reason; collected while a builder streams its rows."""
+
+    source: str
+    seed: int = 0
+    strict: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    written: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    regions: Counter = field(default_factory=Counter)
+    skipped: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    skip_examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def add_input(self, path: str | Path) -> None:
+        """Record an input file (size and sha256) once, however often the builder opens it."""
+        path = Path(path)
+        key = str(path)
+        if key not in self.inputs and path.is_file():
+            self.inputs[key] = file_fingerprint(path)
+
+    def skip(self, split: str, error: SkipRecord, where: str) -> None:
+        """Count a skipped record, or raise when the build is strict."""
+        if self.strict:
+            raise StrictModeError(f"{where}: {error} (strict=true turns skips into errors)") from error
+        self.skipped[split][error.reason] += 1
+        examples = self.skip_examples[error.reason]
+        if len(examples) < EXAMPLES_PER_REASON:
+            examples.append(f"{where}: {error.detail}" if error.detail else where)
+
+    @contextlib.contextmanager
+    def skipping(self, split: str, where: str) -> Iterator[None]:
+        """Count a :class:`SkipRecord` raised inside the block as a skip of ``where`` (or raise if strict)."""
+        try:
+            yield
+        except SkipRecord as error:
+            self.skip(split, error, where)
+
+    def count_row(self, row: dict[str, Any]) -> None:
+        self.written[row["split"]][row["task"]] += 1
+        self.regions[row["split"]] += len(row["regions"])
+
+    @property
+    def total_rows(self) -> int:
+        return sum(sum(tasks.values()) for tasks in self.written.values())
+
+    @property
+    def total_skipped(self) -> int:
+        return sum(sum(reasons.values()) for reasons in self.skipped.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "seed": self.seed,
+            "strict": self.strict,
+            "options": self.options,
+            "rows_written": {split: dict(sorted(tasks.items())) for split, tasks in sorted(self.written.items())},
+            "regions_written": dict(sorted(self.regions.items())),
+            "rows_skipped": {split: dict(sorted(r.items())) for split, r in sorted(self.skipped.items())},
+            "skip_examples": dict(sorted(self.skip_examples.items())),
+            "total_rows": self.total_rows,
+            "total_skipped": self.total_skipped,
+            "inputs": sorted(self.inputs.values(), key=lambda item: item["path"]),
+            "seconds": round(self.seconds, 3),
+            "versions": package_versions(),
+        }
