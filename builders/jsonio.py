@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ def read_json(path: str | Path, *, expect: type | tuple[type, ...] | None = None
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise SourceFileError(path, f"invalid JSON: {exc.msg}", position=f"byte {exc.pos}",
-                              expected="a complete JSON document") from exc
+        value = _lenient_loads(data)  # NaN / Infinity literals, as Python's json writes them
+        if value is _INVALID:
+            raise SourceFileError(path, f"invalid JSON: {exc.msg}", position=f"byte {exc.pos}",
+                                  expected="a complete JSON document") from exc
     _check_type(path, value, expect, "the top level")
     return value
 
@@ -40,15 +43,16 @@ def iter_json_array(path: str | Path, prefix: str = "item") -> Iterator[Any]:
             raise SourceFileError(path, "the top level is not a JSON array", position="byte 0",
                                   expected="a JSON array of records")
         handle.seek(0)
-        index = -1
+        done = 0
         try:
-            for index, item in enumerate(ijson.items(handle, prefix, use_float=True)):
+            for item in ijson.items(handle, prefix, use_float=True):
                 yield item
+                done += 1
         except ijson.common.IncompleteJSONError as exc:
-            raise SourceFileError(path, f"invalid or truncated JSON: {exc}", position=f"after record {index}",
+            raise SourceFileError(path, f"invalid or truncated JSON: {exc}", position=f"after record {done}",
                                   expected="a complete JSON array") from exc
         except UnicodeDecodeError as exc:
-            raise SourceFileError(path, f"invalid UTF-8: {exc.reason}", position=f"after record {index}",
+            raise SourceFileError(path, f"invalid UTF-8: {exc.reason}", position=f"after record {done}",
                                   expected="UTF-8 text") from exc
 
 
@@ -90,6 +94,17 @@ def require_keys(record: dict, keys: tuple[str, ...], what: str) -> None:
         raise SkipRecord("missing_key", f"{what} lacks {missing}")
 
 
+_INVALID = object()
+
+
+def _lenient_loads(data: bytes) -> Any:
+    """Python's json, which accepts the NaN / Infinity literals that ``json.dump`` writes; ``_INVALID`` if not."""
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return _INVALID
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -99,7 +114,12 @@ def _read_bytes(path: Path) -> bytes:
         raise SourceFileError(path, "is a directory", expected="a file") from exc
 
 
+_JSON_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
 def _check_type(path: Path, value: Any, expect, where: str) -> None:
     if expect is not None and not isinstance(value, expect):
-        names = expect.__name__ if isinstance(expect, type) else " or ".join(t.__name__ for t in expect)
-        raise SourceFileError(path, f"{where} is a JSON {type(value).__name__}", expected=f"a JSON {names}")
+        kinds = (expect,) if isinstance(expect, type) else expect
+        wanted = " or ".join(_JSON_NAMES.get(kind, kind.__name__) for kind in kinds)
+        found = _JSON_NAMES.get(type(value), "null" if value is None else type(value).__name__)
+        raise SourceFileError(path, f"{where} is a JSON {found}", expected=f"a JSON {wanted}")
