@@ -1,0 +1,36 @@
+"""``gpt4roi synth out=<dir> scale=<tiny|small|vg_full> seed=<n>``: write the synthetic world."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import synthesize
+
+
+def print_summary(summary: dict[str, dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("release")
+    table.add_column("contents")
+    table.add_column("seconds", justify="right")
+    for name, counts in summary.items():
+        contents = ", ".join(f"{key} {value:,}" for key, value in counts.items() if key != "seconds")
+        table.add_row(name, contents, f"{counts['seconds']:.1f}")
+    Console().print(table)
+
+
+def main(cfg: Any) -> None:
+    bar = None
+    if cfg.scale == "vg_full":
+        from tqdm.auto import tqdm
+
+        from .vg_full import VG_IMAGES
+
+        bar = tqdm(total=cfg.vg_images or VG_IMAGES, desc="vg_full images", unit=" img", dynamic_ncols=True)
+    summary = synthesize(cfg.out, cfg.scale, int(cfg.seed), vg_images=cfg.vg_images,
+                         progress=bar.update if bar else None)
+    if bar:
+        bar.close()
+    print_summary(summary, f"synthetic world (scale={cfg.scale}, seed={cfg.seed}) -> {cfg.out}")

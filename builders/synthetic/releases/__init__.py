@@ -1,0 +1,1 @@
+"""One writer per original release format; each reads the world and writes one raw root."""
