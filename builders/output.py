@@ -77,12 +77,25 @@ class ShardedParquetWriter:
         for row in rows:
             self.write(row)
 
+    def write_table(self, table: pa.Table) -> None:
+        """Write already-encoded rows (an Arrow table with this writer's schema), e.g. rows read from parquet.
+
+        Copying Arrow data straight through skips the per-row Python encoding of :meth:`write`.
+        """
+        self._flush()
+        self._write_encoded(table.cast(self.schema) if table.schema != self.schema else table)
+
     def _flush(self) -> None:
         if not self._buffer:
             return
         encoded = [self.features.encode_example(row) for row in self._buffer]
         table = pa.Table.from_pylist(encoded, schema=self.schema)
         self._buffer.clear()
+        self._write_encoded(table)
+
+    def _write_encoded(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
         if self._writer is not None and self._shard_bytes + table.nbytes > self.max_shard_bytes:
             self._writer.close()
             self._writer = None

@@ -1,0 +1,420 @@
+"""``gpt4roi corpus``: assemble a training corpus from per-source builds, following a recipe.
+
+Steps, for each recipe entry in order (:mod:`builders.recipe`):
+
+1. **Build** every distinct source build the recipe needs with :func:`builders.build.build_source` into the
+   builds folder (``<out>.builds`` unless ``builds=`` is given), or reuse a build already there with the same
+   builder, options and seed, or the ``build:`` folder the recipe names.
+2. **Filter** the entry's splits (and ``variants``), **deduplicate** rows identical in image (canonical
+   identity, so COCO 2014 and 2017 names agree), regions and conversation — within the entry and against
+   every row already written to the same split by an earlier entry — and, with ``decontaminate=true``, drop
+   rows that show an image of the recipe's evaluation splits (``decontaminate_level=region``: only rows with
+   a box at IoU >= ``iou`` on such an image).
+3. **Weight**: ``sample: N`` keeps the N rows whose ``sha256(seed, id)`` is smallest — a seeded rule that
+   depends on neither input order nor the other sources — and ``repeat: k`` writes every kept row k times.
+4. **Write** ``<out>/<entry>/<split>-NNNNN-of-NNNNN.parquet`` (Arrow batches copied through, images embedded
+   with ``embed_images=true``), the contamination report of the rows written, the statistics, and the
+   dataset card (:mod:`builders.card`); ``default`` is declared in the card as the union of all entries.
+
+The whole folder is written atomically; its fingerprint is the sha256 of its parquet files (identical runs
+give identical files: no timestamps, deterministic order and sampling).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm.auto import tqdm
+
+from .build import build_source
+from .contamination import ContaminationChecker, EvalIndex, RowHits, RowImage, batch_images, build_eval_index
+from .corpus_stats import CorpusStats
+from .datafolder import SplitFiles, folder_fingerprint, list_splits
+from .errors import SourceFileError
+from .output import DEFAULT_MAX_SHARD_BYTES, ShardedParquetWriter, atomic_directory
+from .paths import resolve_under
+from .recipe import BuildSpec, Entry, Recipe, options_dict, parse_recipe
+from .report import package_versions
+from .schema import FEATURES, validate
+
+REPORT_NAME = "corpus_report.json"
+
+
+@dataclass
+class Settings:
+    """The command's settings besides the recipe (see conf/corpus/config.yaml)."""
+
+    raw_root: Path | None
+    out: Path
+    builds: Path | None = None
+    seed: int = 0
+    rebuild: bool = False
+    embed_images: bool = False
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+    dedup: bool = True
+    decontaminate: bool = False
+    decontaminate_level: str = "image"
+    iou: float = 0.9
+    phash: str | None = None
+    max_hash_distance: int = 0
+    validate: bool = True
+    card: bool = True
+    plots: bool = True
+    progress: bool = True
+    batch_rows: int = 1000
+
+    def builds_dir(self) -> Path:
+        return self.builds or self.out.parent / f"{self.out.name}.builds"
+
+
+@dataclass
+class Build:
+    """A source build ready to read: its folder, report and the raw root its image paths are relative to."""
+
+    spec: BuildSpec
+    folder: Path
+    raw_root: Path | None
+    report: dict[str, Any]
+    reused: bool
+    splits: dict[str, SplitFiles] = field(default_factory=dict)
+
+
+def _build_matches(folder: Path, spec: BuildSpec, seed: int, splits: set[str]) -> bool:
+    """Whether ``folder`` holds a finished build of ``spec`` with every needed split."""
+    report_path = folder / "build_report.json"
+    if not report_path.is_file():
+        return False
+    report = json.loads(report_path.read_text())
+    options = report.get("options", {})
+    same = (report.get("seed") == seed and all(options.get(k) == v for k, v in options_dict(spec).items()))
+    have = {split.split for split in list_splits(folder)} if same else set()
+    return same and splits <= have
+
+
+def prepare_builds(recipe: Recipe, settings: Settings) -> dict[BuildSpec, Build]:
+    """Every build the recipe needs, built now or reused (see the module docstring)."""
+    builds: dict[BuildSpec, Build] = {}
+    for spec, needed in recipe.builds().items():
+        raw_root = spec.raw_root(settings.raw_root) if settings.raw_root else (Path(spec.raw) if spec.raw else None)
+        if spec.build:
+            folder, reused = Path(spec.build), True
+        else:
+            if raw_root is None:
+                raise ValueError(f"recipe {recipe.name}: builder {spec.builder} needs raw_root=<dir>")
+            folder = settings.builds_dir() / spec.key(settings.seed)
+            reused = not settings.rebuild and _build_matches(folder, spec, settings.seed, needed)
+            if not reused:
+                build_source(spec.builder, raw_root, folder, splits=sorted(needed), seed=settings.seed,
+                             options=options_dict(spec), max_shard_bytes=settings.max_shard_bytes,
+                             progress=settings.progress)
+        report_path = folder / "build_report.json"
+        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+        build = Build(spec, folder, raw_root, report, reused, {s.split: s for s in list_splits(folder)})
+        missing = sorted(needed - set(build.splits))
+        if missing:
+            raise SourceFileError(folder, f"build of {spec.builder} lacks split(s) {missing}",
+                                  expected=f"splits {sorted(needed)}")
+        builds[spec] = build
+    return builds
+
+
+def sample_rank(seed: int, row_id: str) -> bytes:
+    """The sampling order of a row: ``sample: N`` keeps the N smallest ranks."""
+    return hashlib.sha256(f"{seed}\x1fsample\x1f{row_id}".encode()).digest()[:16]
+
+
+def row_digests(batch: pa.RecordBatch, images: list[RowImage]) -> list[bytes]:
+    """A digest per row of what makes two rows the same sample: image identity, boxes, labels, turns."""
+    regions = batch.column("regions")
+    region_offsets = regions.offsets.to_numpy() - regions.offsets[0].as_py()
+    flat = regions.flatten()
+    boxes = pc.struct_field(flat, "bbox").flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    labels = pc.struct_field(flat, "label").to_pylist()
+    turns = batch.column("conversations")
+    turn_offsets = turns.offsets.to_numpy() - turns.offsets[0].as_py()
+    turn_flat = turns.flatten()
+    roles = pc.struct_field(turn_flat, "from").to_pylist()
+    values = pc.struct_field(turn_flat, "value").to_pylist()
+    digests = []
+    for index, image in enumerate(images):
+        r0, r1 = region_offsets[index], region_offsets[index + 1]
+        t0, t1 = turn_offsets[index], turn_offsets[index + 1]
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(image.primary.encode() + b"\0")
+        digest.update(boxes[4 * r0:4 * r1].tobytes())
+        digest.update("\x1f".join(labels[r0:r1]).encode() + b"\0")
+        digest.update("\x1e".join(f"{role}\x1f{value}" for role, value in zip(roles[t0:t1], values[t0:t1],
+                                                                               strict=True)).encode())
+        digests.append(digest.digest())
+    return digests
+
+
+def embed_images(table: pa.Table, raw_root: Path | None, where: str) -> pa.Table:
+    """``table`` with each image's bytes read from ``raw_root`` (rows that already carry bytes are kept)."""
+    column = table.column("image").combine_chunks()
+    paths = pc.struct_field(column, "path").to_pylist()
+    data = pc.struct_field(column, "bytes").to_pylist()
+    ids = table.column("id").to_pylist()
+    filled = []
+    for row_id, path, blob in zip(ids, paths, data, strict=True):
+        if blob is None:
+            if raw_root is None or not path:
+                raise SourceFileError(where, f"row {row_id!r}: cannot embed its image without a raw root",
+                                      expected="the recipe entry's 'raw' folder")
+            file = resolve_under(raw_root, path)
+            if not file.is_file():
+                raise SourceFileError(file, f"image of row {row_id!r} not found", expected="the image file")
+            blob = file.read_bytes()
+        filled.append(blob)
+    image = pa.StructArray.from_arrays([pa.array(filled, pa.binary()), pa.array(paths, pa.string())],
+                                       names=["bytes", "path"])
+    return table.set_column(table.schema.get_field_index("image"), "image", image)
+
+
+def repeated(table: pa.Table, times: int) -> pa.Table:
+    """``table`` followed by ``times - 1`` copies whose ids end in ``:r2`` ... ``:r<times>``."""
+    if times == 1:
+        return table
+    parts = [table]
+    index = table.schema.get_field_index("id")
+    for copy in range(2, times + 1):
+        ids = pc.binary_join_element_wise(table.column("id"), pa.scalar(f":r{copy}"), "")
+        parts.append(table.set_column(index, "id", ids))
+    return pa.concat_tables(parts)
+
+
+def validate_table(table: pa.Table) -> None:
+    for row in table.to_pylist():
+        validate(row)
+
+
+@dataclass
+class EntryCounts:
+    """What happened to one entry's split, for the report and the card."""
+
+    read: int = 0
+    other_variants: int = 0
+    duplicates_within: int = 0
+    duplicates_across: int = 0
+    decontaminated: int = 0
+    candidates: int = 0
+    sampled: int = 0
+    written: int = 0
+
+
+class Assembler:
+    """Runs steps 2-4 of the module docstring for each entry, sharing dedup state and the checker."""
+
+    def __init__(self, recipe: Recipe, settings: Settings, builds: dict[BuildSpec, Build], folder: Path,
+                 index: EvalIndex):
+        self.recipe = recipe
+        self.settings = settings
+        self.builds = builds
+        self.folder = folder
+        self.checker = ContaminationChecker(index, iou=settings.iou)
+        self.stats = CorpusStats()
+        self.seen: dict[str, set[bytes]] = defaultdict(set)  # split -> digests written by earlier entries
+        self.counts: dict[str, dict[str, EntryCounts]] = {}
+        self.files: dict[str, dict[str, list[str]]] = defaultdict(dict)
+        self.bytes: dict[str, dict[str, int]] = defaultdict(dict)
+
+    def run(self) -> None:
+        for entry in self.recipe.sources:
+            build = self.builds[entry.spec]
+            for split in entry.splits:
+                self.counts.setdefault(entry.name, {})[split] = self._assemble(entry, build, split)
+
+    def _decide(self, entry: Entry, split: str, batch: pa.RecordBatch, counts: EntryCounts,
+                local: set[bytes], keep: list, contaminated: dict[int, tuple[str, RowHits]],
+                position: int) -> None:
+        """Append the batch's surviving rows to ``keep`` as (position, rank, digest)."""
+        variants = batch.column("variant").to_pylist() if entry.variants else None
+        images = list(batch_images(batch))
+        digests = row_digests(batch, images) if self.settings.dedup else [None] * len(images)
+        ids = batch.column("id").to_pylist()
+        counts.read += len(images)
+        for offset, (row_id, image, digest) in enumerate(zip(ids, images, digests, strict=True)):
+            if variants is not None and variants[offset] not in entry.variants:
+                counts.other_variants += 1
+                continue
+            if digest is not None:
+                if digest in self.seen[split]:
+                    counts.duplicates_across += 1
+                    continue
+                if digest in local:
+                    counts.duplicates_within += 1
+                    continue
+                local.add(digest)
+            hits = self.checker.check(image)
+            if self.settings.decontaminate and hits.contaminated(self.settings.decontaminate_level):
+                counts.decontaminated += 1
+                self.checker.record(entry.name, image.primary, hits, dropped=True)
+                continue
+            if hits.by_label:
+                contaminated[position + offset] = (image.primary, hits)
+            rank = sample_rank(self.settings.seed, row_id) if entry.sample is not None else b""
+            keep.append((position + offset, rank, digest))
+
+    def _assemble(self, entry: Entry, build: Build, split: str) -> EntryCounts:
+        counts = EntryCounts()
+        files = build.splits[split]
+        local: set[bytes] = set()
+        keep: list = []
+        contaminated: dict[int, tuple[str, RowHits]] = {}
+        position = 0
+        for batch in files.batches(batch_rows=self.settings.batch_rows):
+            self._decide(entry, split, batch, counts, local, keep, contaminated, position)
+            position += batch.num_rows
+        counts.candidates = len(keep)
+        if entry.sample is not None and entry.sample < len(keep):
+            chosen = sorted(keep, key=lambda item: item[1])[:entry.sample]
+            keep = sorted(chosen, key=lambda item: item[0])
+        counts.sampled = len(keep)
+        for pos, _, digest in keep:
+            if digest is not None:
+                self.seen[split].add(digest)
+            primary, hits = contaminated.get(pos, ("", RowHits()))
+            self.checker.record(entry.name, primary, hits)
+        counts.written = self._write(entry, build, split, files, [item[0] for item in keep])
+        return counts
+
+    def _write(self, entry: Entry, build: Build, split: str, files: SplitFiles, positions: list[int]) -> int:
+        writer = ShardedParquetWriter(self.folder / entry.name, split, FEATURES, self.settings.max_shard_bytes)
+        wanted = np.asarray(positions, dtype=np.int64)
+        start = 0
+        bar = tqdm(total=len(positions) * entry.repeat, desc=f"{entry.name}/{split}", unit=" rows",
+                   disable=not self.settings.progress, dynamic_ncols=True)
+        for batch in files.batches(batch_rows=self.settings.batch_rows):
+            stop = start + batch.num_rows
+            lo, hi = np.searchsorted(wanted, [start, stop])
+            if hi > lo:
+                table = pa.Table.from_batches([batch]).take(pa.array(wanted[lo:hi] - start))
+                table = repeated(table, entry.repeat)
+                if self.settings.embed_images:
+                    table = embed_images(table, build.raw_root, f"{build.folder} ({entry.name}/{split})")
+                if self.settings.validate:
+                    validate_table(table)
+                writer.write_table(table)
+                self.stats.add(entry.name, table)
+                bar.update(table.num_rows)
+            start = stop
+        bar.close()
+        paths = writer.close()
+        self.files[entry.name][split] = [path.relative_to(self.folder).as_posix() for path in paths]
+        self.bytes[entry.name][split] = sum(path.stat().st_size for path in paths)
+        return writer.rows
+
+
+def eval_splits(recipe: Recipe, builds: dict[BuildSpec, Build]) -> list[tuple[str, SplitFiles]]:
+    """``(label, files)`` of every evaluation split of the recipe; label ``<eval entry>:<split>``."""
+    return [(f"{entry.name}:{split}", builds[entry.spec].splits[split])
+            for entry in recipe.eval for split in entry.splits]
+
+
+def assemble(recipe: Recipe, settings: Settings) -> dict[str, Any]:
+    """Build (or reuse) the sources, assemble the corpus into ``settings.out``; returns the report."""
+    if settings.decontaminate_level not in ("image", "region"):
+        raise ValueError(f"decontaminate_level must be image or region, got {settings.decontaminate_level!r}")
+    started = time.perf_counter()
+    builds = prepare_builds(recipe, settings)
+    index = build_eval_index(eval_splits(recipe, builds), phash=settings.phash,
+                             max_distance=settings.max_hash_distance,
+                             image_roots={b.spec.builder: b.raw_root for b in builds.values() if b.raw_root})
+    with atomic_directory(settings.out) as tmp:
+        assembler = Assembler(recipe, settings, builds, tmp, index)
+        assembler.run()
+        report = {
+            "recipe": recipe.raw,
+            "settings": {
+                "seed": settings.seed, "embed_images": settings.embed_images, "dedup": settings.dedup,
+                "decontaminate": settings.decontaminate, "decontaminate_level": settings.decontaminate_level,
+                "iou": settings.iou, "phash": settings.phash, "max_shard_bytes": settings.max_shard_bytes,
+            },
+            "fingerprint": folder_fingerprint(tmp),
+            "entries": {name: {split: vars(c) for split, c in splits.items()}
+                        for name, splits in assembler.counts.items()},
+            "files": assembler.files,
+            "bytes": assembler.bytes,
+            "contamination": assembler.checker.to_dict(),
+            "statistics": assembler.stats.to_dict(),
+            "builds": [_build_summary(build, recipe) for build in builds.values()],
+            "versions": package_versions(),
+        }
+        if settings.card:
+            from .card import write_card
+
+            write_card(tmp, recipe, report, assembler.stats, plots=settings.plots)
+        report["seconds"] = round(time.perf_counter() - started, 3)
+        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    return report
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _build_summary(build: Build, recipe: Recipe) -> dict[str, Any]:
+    entries = list(dict.fromkeys(entry.name for entry in recipe.sources + recipe.eval if entry.spec == build.spec))
+    report = build.report
+    return {
+        "builder": build.spec.builder, "entries": entries, "folder": build.folder.name, "reused": build.reused,
+        "options": report.get("options", options_dict(build.spec)), "seed": report.get("seed"),
+        "rows_written": report.get("rows_written", {}), "rows_skipped": report.get("rows_skipped", {}),
+        "inputs": [{"file": Path(item["path"]).name, "bytes": item["bytes"], "sha256": item["sha256"]}
+                   for item in report.get("inputs", [])],
+        "versions": report.get("versions", {}),
+    }
+
+
+def print_summary(report: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .contamination import print_table
+
+    table = Table(title=f"corpus {report['recipe']['name']} -> {out}  ({report['seconds']:.1f} s)")
+    columns = ("read", "other_variants", "duplicates_within", "duplicates_across", "decontaminated",
+               "candidates", "sampled", "written")
+    for column in ("config", "split", *columns):
+        table.add_column(column.replace("_", " "))
+    for name, splits in report["entries"].items():
+        for split, counts in splits.items():
+            table.add_row(name, split, *(str(counts[c]) for c in columns))
+    Console().print(table)
+    print_table(report["contamination"], "contamination against the recipe's evaluation splits")
+    Console().print(f"fingerprint {report['fingerprint']}")
+
+
+def settings_from_cfg(cfg: Any) -> Settings:
+    return Settings(
+        raw_root=Path(cfg.raw_root) if cfg.raw_root else None, out=Path(cfg.out),
+        builds=Path(cfg.builds) if cfg.builds else None, seed=int(cfg.seed), rebuild=bool(cfg.rebuild),
+        embed_images=bool(cfg.embed_images), max_shard_bytes=int(float(cfg.max_shard_mb) * 1024 * 1024),
+        dedup=bool(cfg.dedup), decontaminate=bool(cfg.decontaminate),
+        decontaminate_level=str(cfg.decontaminate_level), iou=float(cfg.iou), phash=cfg.phash,
+        max_hash_distance=int(cfg.max_hash_distance), validate=bool(cfg.validate), card=bool(cfg.card),
+        plots=bool(cfg.plots), progress=bool(cfg.progress))
+
+
+def main(cfg: Any) -> int:
+    """Entry point of ``gpt4roi corpus recipe=<name> raw_root=<dir> out=<dir> [key=value ...]``."""
+    from omegaconf import OmegaConf
+
+    recipe = parse_recipe(OmegaConf.to_container(cfg.recipe, resolve=True))
+    settings = settings_from_cfg(cfg)
+    report = assemble(recipe, settings)
+    print_summary(report, settings.out)
+    return 0
