@@ -18,6 +18,7 @@ import orjson
 from ..output import atomic_directory
 from .releases import coco, flickr30k, llava, refer, vcr, vg
 from .vg_full import write_vg_full
+from .vocab import SHAPES
 from .world import SCALES, World
 
 # Release folder -> writer; the order fixes which release holds the original of a shared picture.
@@ -26,6 +27,10 @@ RELEASES = {"coco": coco.write, "flickr30k": flickr30k.write, "refer": refer.wri
 # Source name in the builder registry -> the release folder that is its raw_root.
 SOURCE_RELEASE = {"coco": "coco", "refcoco": "refer", "refcoco+": "refer", "refcocog": "refer", "vg": "vg",
                   "flickr30k": "flickr30k", "vcr": "vcr", "llava": "llava"}
+# Builder options a synthetic raw root needs: detector labels index the world's shapes, not COCO's classes;
+# the VG release lists held-out images in ``test_image_ids.txt`` (the real release has no split).
+SOURCE_OPTIONS: dict[str, dict[str, Any]] = {"llava": {"class_names": list(SHAPES)},
+                                             "vg": {"test_image_ids": "test_image_ids.txt"}}
 SCALE_NAMES = (*SCALES, "vg_full")
 
 

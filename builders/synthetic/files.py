@@ -25,10 +25,14 @@ def write_jsonl(path: Path, records: Iterable[Any]) -> None:
             handle.write(orjson.dumps(record) + b"\n")
 
 
-def write_pickle(path: Path, value: Any) -> None:
-    """Protocol 2, as the Python-2-era RefCOCO pickles; plain containers only."""
+def write_pickle(path: Path, value: Any, protocol: int = 2) -> None:
+    """Protocol 2 by default, as the Python-2-era RefCOCO pickles (plain containers only).
+
+    Pickles holding numpy arrays need protocol >= 3: under 2, array bytes are rebuilt through
+    ``_codecs.encode``, which a restricted unpickler rightly refuses.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(value, protocol=2))
+    path.write_bytes(pickle.dumps(value, protocol=protocol))
 
 
 def link_or_copy(source: Path, target: Path) -> None:

@@ -160,8 +160,7 @@ def scene_description(scene: Scene) -> str:
     objects = left_to_right(scene)
     first = (f"The image shows {number_word(len(objects))} shapes on a {scene.background.name} background. "
              "From left to right: ")
-    parts = [noun_phrase(obj) for obj in objects]
-    listed = ", ".join(parts[:-1]) + f" and {parts[-1]}"
+    listed = join_words([noun_phrase(obj) for obj in objects])
     pairs = shared_attribute_pairs(scene)
     tail = ""
     if pairs:
@@ -169,6 +168,11 @@ def scene_description(scene: Scene) -> str:
         tail = (f"\n\nThe {a.shape} and the {b.shape} share the same {name}, "
                 f"{a.attribute(name)}, so the {name} alone does not tell them apart.")
     return first + listed + "." + tail
+
+
+def join_words(parts: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + f" and {parts[-1]}"
 
 
 def shared_attribute_pairs(scene: Scene) -> list[tuple[SceneObject, SceneObject, str]]:

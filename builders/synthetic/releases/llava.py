@@ -16,7 +16,14 @@ import numpy as np
 
 from ...seeding import row_rng
 from ..files import write_json, write_pickle
-from ..language import group_phrase, left_to_right, noun_phrase, scene_description, shared_attribute_pairs
+from ..language import (
+    group_phrase,
+    join_words,
+    left_to_right,
+    noun_phrase,
+    scene_description,
+    shared_attribute_pairs,
+)
 from ..scene import Scene
 from ..vocab import COLOURS, SHAPES, number_word
 from ..world import World
@@ -45,7 +52,7 @@ def conversation(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
     groups: dict[tuple[str, str], list] = {}
     for obj in scene.objects:
         groups.setdefault((obj.colour, obj.shape), []).append(obj)
-    listing = ", ".join(group_phrase(objs) for objs in groups.values())
+    listing = join_words([group_phrase(objs) for objs in groups.values()])
     turns = [("How many shapes can you see?", f"There are {number_word(len(scene.objects))} shapes: {listing}.")]
     present = rng.choice(scene.objects)
     turns.append((f"Is there a {present.colour} {present.shape} in the picture?",
@@ -100,5 +107,5 @@ def write(world: World, root: Path) -> dict[str, int]:
         write_json(root / f"{name}.json", records)
     union = [record for records in files.values() for record in records]
     write_json(root / "llava_instruct_150k.json", union)
-    write_pickle(root / DETECTION_FILE, predictions)
+    write_pickle(root / DETECTION_FILE, predictions, protocol=4)  # written by Python 3 tools
     return {"images": len(predictions), "conversations": len(union)}

@@ -22,6 +22,7 @@ from ..vocab import RELATIONS, SHAPE_SYNSET, number_word
 from ..world import World
 
 FILES = ("image_data", "region_descriptions", "objects", "attributes", "relationships", "question_answers")
+TEST_EVERY = 8  # every eighth own VG picture is held out for evaluation (``test_image_ids.txt``)
 URL = "https://cs.stanford.edu/people/rak248/{folder}/{image_id}.jpg"
 
 
@@ -151,9 +152,11 @@ def write(world: World, root: Path) -> dict[str, int]:
     entries += [(scene, {"flickr_id": image_id}) for image_id, scene in
                 world.flickr_scenes("train")[:world.scale.vg_from_flickr]]
     writer = VgWriter(root)
+    held_out = [str(image_id) for image_id in range(1, world.scale.vg_own + 1) if image_id % TEST_EVERY == 0]
     for image_id, (scene, links) in enumerate(entries, start=1):
         world.image(scene, root / image_folder(image_id) / f"{image_id}.jpg")
         writer.add(scene, image_id, row_rng(world.seed, f"vg:{image_id}"), **links)
     writer.close()
-    return dict(writer.counts)
+    (root / "test_image_ids.txt").write_text("# held-out VG images (own pictures only)\n" + "\n".join(held_out) + "\n")
+    return {**writer.counts, "test_images": len(held_out)}
 
