@@ -75,7 +75,10 @@ def main(cfg: Any) -> None:
     splits = cfg.split
     if isinstance(splits, str):
         splits = [splits]
-    options = dict(cfg.source.get("options", {}) or {})
+    from omegaconf import OmegaConf
+
+    # Plain containers: list options (e.g. vcr's variants) must reach the report's JSON as lists.
+    options = OmegaConf.to_container(cfg.source.get("options", None) or {}, resolve=True)
     report = build_source(cfg.source.name, cfg.raw_root, cfg.out, splits=list(splits) if splits else None,
                           seed=cfg.seed, strict=cfg.strict, options=options,
                           max_shard_bytes=int(cfg.max_shard_mb * 1024 * 1024))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -193,6 +195,17 @@ def test_variants_option(realdata, tmp_path):
     assert report.written == {"validation": {"vcr_qa": 1}}
     with pytest.raises(ValueError, match="unknown or no variants"):
         make_builder("vcr", realdata / "vcr", options={"variants": ["qa", "everything"]})
+
+
+def test_cli_with_a_list_option(realdata, tmp_path):
+    out = tmp_path / "cli"
+    command = [sys.executable, "-m", "gpt4roi.cli", "build", "source=vcr", f"raw_root={realdata / 'vcr'}",
+               f"out={out}", "source.options.variants=[qa,qar]"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = json.loads((out / "build_report.json").read_text())
+    assert saved["options"]["variants"] == ["qa", "qar"]
+    assert saved["rows_written"] == {"validation": {"vcr_qa": 1, "vcr_qar": 1}}
 
 
 def test_text_helpers():
