@@ -190,9 +190,12 @@ def test_multi_variant_numbers_question_objects_in_order(raw_root, real_record, 
     assert turns[3].startswith("Person at region2 is wearing outerwear")
 
 
-def test_variants_option(realdata, tmp_path):
-    report = build_source("vcr", realdata / "vcr", tmp_path / "out", progress=False, options={"variants": ["qa"]})
+def test_variants_and_segmentation_options(realdata, tmp_path):
+    out = tmp_path / "out"
+    report = build_source("vcr", realdata / "vcr", out, progress=False,
+                          options={"variants": ["qa"], "segmentation": False})
     assert report.written == {"validation": {"vcr_qa": 1}}
+    assert [r["segmentation"] for r in _load_rows(out)["vcr:validation:val-1:qa"]["regions"]] == [""] * 6
     with pytest.raises(ValueError, match="unknown or no variants"):
         make_builder("vcr", realdata / "vcr", options={"variants": ["qa", "everything"]})
 

@@ -90,7 +90,7 @@ class VcrBuilder(RegionBuilder):
     DESCRIPTION = "Visual Commonsense Reasoning as region reasoning conversations and multiple-choice rows."
     LICENSE = "VCR dataset terms (non-commercial research only)"
     CITATION = "Zellers et al., From Recognition to Cognition: Visual Commonsense Reasoning, CVPR 2019."
-    DEFAULT_OPTIONS = {"variants": list(VARIANTS), "image_dir": "vcr1images"}
+    DEFAULT_OPTIONS = {"variants": list(VARIANTS), "image_dir": "vcr1images", "segmentation": True}
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -135,7 +135,7 @@ class VcrBuilder(RegionBuilder):
             raise SkipRecord("vcr_metadata_mismatch", f"{meta_path} has {len(metadata['boxes'])} boxes for "
                                                       f"{len(item.objects)} objects")
         image = relative_image_path(self.raw_root, f"{self.options['image_dir']}/{record['img_fn']}")
-        objects = _Objects(metadata, item.objects)
+        objects = _Objects(metadata, item.objects, with_segmentation=bool(self.options["segmentation"]))
         rows = []
         for variant in self.variants:
             key = f"{item.annot_id}:{variant}"
@@ -239,6 +239,8 @@ class _Item:
 
     def __init__(self, record: dict[str, Any]):
         self.annot_id = str(record["annot_id"])
+        if not isinstance(record["objects"], list):
+            raise SkipRecord("vcr_bad_objects", f"objects is {type(record['objects']).__name__}, expected a list")
         self.objects = [str(name) for name in record["objects"]]
         try:
             self.question = vcr_text.check_tokens(record["question"])
@@ -281,9 +283,10 @@ def _label(record: dict[str, Any], name: str) -> int:
 class _Objects:
     """A frame's objects as schema regions, each box checked once and only when a row uses it."""
 
-    def __init__(self, metadata: dict[str, Any], names: list[str]):
+    def __init__(self, metadata: dict[str, Any], names: list[str], *, with_segmentation: bool):
         self.metadata = metadata
         self.names = names
+        self.with_segmentation = with_segmentation
         self._regions: dict[int, dict[str, Any]] = {}
 
     def score(self, index: int) -> float:
@@ -293,8 +296,8 @@ class _Objects:
         if index not in self._regions:
             x1, y1, x2, y2, _ = self.metadata["boxes"][index]
             bbox = checked_box([x1, y1, x2, y2], self.metadata["width"], self.metadata["height"])
-            self._regions[index] = region(bbox, label=self.names[index], source_id=index,
-                                          segmentation=_coco_polygons(self.metadata, index))
+            polygons = _coco_polygons(self.metadata, index) if self.with_segmentation else None
+            self._regions[index] = region(bbox, label=self.names[index], source_id=index, segmentation=polygons)
         return self._regions[index]
 
 
