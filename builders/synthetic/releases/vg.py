@@ -21,6 +21,7 @@ from ..scene import Scene, SceneObject, relation_holds
 from ..vocab import RELATIONS, SHAPE_SYNSET, number_word
 from ..world import World
 
+RELATION_NAMES = tuple(RELATIONS)
 FILES = ("image_data", "region_descriptions", "objects", "attributes", "relationships", "question_answers")
 TEST_EVERY = 8  # every eighth own VG picture is held out for evaluation (``test_image_ids.txt``)
 URL = "https://cs.stanford.edu/people/rak248/{folder}/{image_id}.jpg"
@@ -82,11 +83,13 @@ class VgWriter:
         """Up to ``wanted`` (subject, relation, object) index triples that hold on the boxes."""
         n = len(scene.objects)
         found: list[tuple[int, str, int]] = []
+        draw = rng.random  # index arithmetic on random(): ``rng.sample`` would dominate vg_full's run time
         for _ in range(wanted * 3):
             if len(found) >= wanted or n < 2:
                 break
-            a, b = rng.sample(range(n), 2)
-            relation = rng.choice(list(RELATIONS))
+            a, b = int(draw() * n), int(draw() * (n - 1))
+            b += b >= a
+            relation = RELATION_NAMES[int(draw() * len(RELATION_NAMES))]
             if relation_holds(relation, scene.objects[a], scene.objects[b]) and (a, relation, b) not in found:
                 found.append((a, relation, b))
         return found
