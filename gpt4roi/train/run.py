@@ -1,0 +1,138 @@
+"""``gpt4roi train``: from the composed config to a finished run folder.
+
+Order matters for failing early: values are checked, then the corpus is opened and validated, then
+checkpoints are inspected, and only then is the model built and the first step taken.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from . import checkpoint
+from . import distributed as dist_utils
+from .bundle import load_factory
+from .data import CorpusSpec, ImageLoader, MicroBatches, letter_answer, loader, make_plan, num_rows, open_rows
+from .loop import RunState, Trainer
+from .metrics import read_metrics
+from .preflight import corpus_fingerprint, preflight
+from .settings import read_settings
+
+
+def _eval_batches(cfg: Any, bundle, settings) -> list[dict[str, Any]]:
+    """Held-out rows (``cfg.eval_corpus``), encoded once in the main process."""
+    if not cfg.eval_corpus.path:
+        return []
+    spec = CorpusSpec.from_config(cfg.eval_corpus)
+    rows = open_rows(spec)
+    images = ImageLoader(spec.image_root)
+    encoded = []
+    for row in rows:
+        row = letter_answer(row) if spec.answer_format == "letter" else row
+        encoded.append(bundle.encode(row, images(row)))
+    size = settings.per_device_batch_size
+    return [bundle.collate(encoded[i:i + size]) for i in range(0, len(encoded), size)]
+
+
+def _start_checkpoint(out: Path, resume: bool) -> Path | None:
+    existing = checkpoint.step_dirs(out / "checkpoints")
+    if existing and not resume:
+        raise ValueError(f"{out} already holds checkpoints (latest {existing[-1].name}); pass resume=true to "
+                         f"continue that run or choose another out=")
+    return existing[-1] if resume and existing else None
+
+
+def main(cfg: Any) -> int:
+    """Run one training job as configured (single process, or one rank under ``torchrun``)."""
+    settings = read_settings(cfg.train, cfg.seed)
+    spec = CorpusSpec.from_config(cfg.corpus)
+    out = Path(cfg.out).expanduser()
+    init_from = checkpoint.resolve(cfg.init_from) if cfg.init_from else None
+    device = dist_utils.init_from_env()
+    try:
+        return _run(cfg, settings, spec, out, init_from, device)
+    finally:
+        dist_utils.shutdown()
+
+
+def _run(cfg, settings, spec, out, init_from, device) -> int:
+    main_rank = dist_utils.rank() == 0
+    world = dist_utils.world_size()
+    accum = settings.grad_accum(world)
+    start = _start_checkpoint(out, bool(cfg.resume))
+
+    rows = open_rows(spec)
+    fingerprint = corpus_fingerprint(spec, rows)
+    if main_rank:
+        preflight(rows, fingerprint, Path(cfg.cache_dir).expanduser() / "preflight", show_progress=cfg.progress)
+    dist_utils.barrier()
+    plan = make_plan(num_rows(rows), settings.epochs, settings.max_steps, settings.global_batch_size,
+                     settings.per_device_batch_size * world, accum)
+
+    torch.manual_seed(settings.seed)
+    random.seed(settings.seed)
+    bundle = load_factory(cfg.model_factory)(cfg.model, settings.max_length)
+    model = bundle.model
+    model.set_trainable(settings.trainable)
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.to(device)
+    if init_from is not None and start is None:
+        checkpoint.load_weights(init_from, model, bundle.identity)
+    model = dist_utils.wrap(model, settings.strategy, bundle.layer_classes, settings.precision == "bf16" or (
+        settings.precision == "auto" and device.type == "cuda"))
+    trainer = Trainer(settings, model, device, out, plan.total_steps, accum)
+    state = RunState(step=0, samples=0, tokens=0, model=bundle.identity, corpus=fingerprint,
+                     plan={"steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total_steps,
+                           "global_batch_size": settings.global_batch_size})
+    if start is not None:
+        saved = checkpoint.load_full(start, model, trainer.optimizer, bundle.identity)
+        if saved["corpus"] != fingerprint or saved["plan"] != state.plan:
+            raise checkpoint.CheckpointError(
+                f"checkpoint {start} belongs to another corpus or plan (corpus {saved['corpus']}, plan "
+                f"{saved['plan']}; this run: corpus {fingerprint}, plan {state.plan}); resume needs the same")
+        state = RunState(**{key: saved[key] for key in state.__dict__})
+    if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+
+    stream = MicroBatches(rows, plan, rank=dist_utils.rank(), per_device=settings.per_device_batch_size,
+                          seed=settings.seed, start_step=state.step, encode=bundle.encode,
+                          collate=bundle.collate, images=ImageLoader(spec.image_root),
+                          letter=spec.answer_format == "letter")
+    eval_batches = _eval_batches(cfg, bundle, settings)
+    started = time.perf_counter()
+    result = trainer.fit(iter(loader(stream, settings.num_workers, settings.seed)), state, eval_batches,
+                         show_progress=cfg.progress)
+    checkpoint.save_weights(out / "final", model, state.as_json())
+    if main_rank:
+        if bundle.export is not None and world == 1:
+            bundle.export(out / "hf")
+        _write_summary(out, result, time.perf_counter() - started)
+    return 0
+
+
+def _write_summary(out: Path, result: dict[str, Any], seconds: float) -> None:
+    """``summary.json``: first and last loss, evaluation before and after, throughput of this invocation."""
+    records = read_metrics(out)
+    steps = [r for r in records if "loss" in r]
+    evals = [r["eval_loss"] for r in records if "eval_loss" in r]
+    summary = {
+        "steps": result["step"],
+        "first_loss": steps[0]["loss"] if steps else None,
+        "last_loss": steps[-1]["loss"] if steps else None,
+        "eval_loss_first": evals[0] if evals else None,
+        "eval_loss_last": result["eval_loss"],
+        "tokens_per_s": sum(r["tokens"] for r in steps) / max(sum(r["seconds"] for r in steps), 1e-9) if steps else None,
+        "wall_seconds": seconds,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"train: {summary['steps']} steps, loss {summary['first_loss']} -> {summary['last_loss']}, "
+          f"eval loss {summary['eval_loss_first']} -> {summary['eval_loss_last']}, "
+          f"{summary['tokens_per_s']:.0f} tokens/s; run folder {out}")
