@@ -25,7 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {  # command -> (module:function, help)
     "chat": ("gpt4roi.chat:main", "talk about boxes drawn on an image"),
 }
 # Commands whose config composes groups from the whole conf/ tree: (folder under conf/, primary config name).
-CONFIG_LOCATIONS: dict[str, tuple[str, str]] = {}
+CONFIG_LOCATIONS: dict[str, tuple[str, str]] = {
+    "train": (".", "train_main"),
+}
 
 
 def config_dir() -> Path:
