@@ -271,16 +271,23 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def print_table(report: dict[str, Any], title: str) -> None:
+def wide_console():
+    """A rich console at least 120 columns wide, so that piped output keeps whole table cells."""
     from rich.console import Console
+
+    console = Console()
+    return Console(width=max(console.width, 120))
+
+
+def print_table(report: dict[str, Any], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"{title} (IoU >= {report['iou_threshold']})")
-    for _, name in TABLE_COLUMNS:
-        table.add_column(name)
+    for name, _ in TABLE_COLUMNS:
+        table.add_column(name.replace("_", " "), overflow="fold", no_wrap=name in ("train", "eval"))
     for row in report["overlaps"]:
         table.add_row(*(str(row[name]) for name, _ in TABLE_COLUMNS))
-    console = Console()
+    console = wide_console()
     console.print(table)
     if not report["overlaps"]:
         console.print("no overlap found")

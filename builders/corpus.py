@@ -380,22 +380,22 @@ def _build_summary(build: Build, recipe: Recipe) -> dict[str, Any]:
 
 
 def print_summary(report: dict[str, Any], out: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    from .contamination import print_table
+    from .contamination import print_table, wide_console
 
     table = Table(title=f"corpus {report['recipe']['name']} -> {out}  ({report['seconds']:.1f} s)")
     columns = ("read", "other_variants", "duplicates_within", "duplicates_across", "decontaminated",
                "candidates", "sampled", "written")
     for column in ("config", "split", *columns):
-        table.add_column(column.replace("_", " "))
+        table.add_column(column.replace("_", " "), overflow="fold")
     for name, splits in report["entries"].items():
         for split, counts in splits.items():
             table.add_row(name, split, *(str(counts[c]) for c in columns))
-    Console().print(table)
+    console = wide_console()
+    console.print(table)
     print_table(report["contamination"], "contamination against the recipe's evaluation splits")
-    Console().print(f"fingerprint {report['fingerprint']}")
+    console.print(f"fingerprint {report['fingerprint']}")
 
 
 def settings_from_cfg(cfg: Any) -> Settings:

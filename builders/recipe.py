@@ -31,7 +31,7 @@ from typing import Any
 from .schema import SPLITS
 
 SOURCE_KEYS = {"builder", "raw", "options", "splits", "sample", "repeat", "variants", "build"}
-EVAL_KEYS = {"builder", "raw", "options", "splits", "variants", "build"}
+EVAL_KEYS = {"builder", "raw", "options", "splits", "build"}  # every row of an eval split is checked
 
 
 class RecipeError(ValueError):
@@ -111,7 +111,6 @@ def _entry(name: str, data: Any, *, section: str, sources: dict[str, Entry]) -> 
         raise RecipeError(f"{where}: needs 'builder' (or the name of a sources entry to reuse its build)")
     if base is not None:
         spec = base.spec
-        variants = _names(data.get("variants"), f"{where}.variants") or base.variants
     else:
         if not data.get("raw") and not data.get("build"):
             raise RecipeError(f"{where}: needs 'raw' (the release folder) or 'build' (an existing build)")
@@ -121,7 +120,7 @@ def _entry(name: str, data: Any, *, section: str, sources: dict[str, Entry]) -> 
         spec = BuildSpec(str(data["builder"]), str(data["raw"]) if data.get("raw") else None,
                          tuple(sorted((str(k), _freeze(v)) for k, v in options.items())),
                          str(data["build"]) if data.get("build") else None)
-        variants = _names(data.get("variants"), f"{where}.variants")
+    variants = _names(data.get("variants"), f"{where}.variants")
     splits = _names(data.get("splits", ["train"] if section == "sources" else None), f"{where}.splits")
     if not splits:
         raise RecipeError(f"{where}: needs 'splits' (the evaluation splits to check against)")
