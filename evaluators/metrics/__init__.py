@@ -1,0 +1,1 @@
+"""Metric implementations: captioning (pycocoevalcap), multiple choice, semantic similarity, bootstrap."""

@@ -1,0 +1,110 @@
+"""Region-captioning scores through ``pycocoevalcap``, tokenising once per task.
+
+``pycocoevalcap.eval.COCOEvalCap`` starts the Stanford PTB tokenizer (a JVM) for the references and again
+for the predictions, and lmms-eval re-tokenises for every metric. Here predictions and references go through
+one tokenizer call, then the toolkit's own Bleu / Meteor / Rouge / Cider scorers run on the result, so the
+scores equal COCOEvalCap's (tests/test_eval_metrics.py checks it) at a fraction of the JVM starts.
+
+SPICE needs Stanford CoreNLP 3.6.0 jars that pycocoevalcap downloads on first use; without network they are
+usually absent, and then SPICE is reported as unavailable with the reason — never as a score of 0.
+
+Scores are on the papers' scale (x100). CIDEr and ROUGE-L are means of per-item scores; BLEU and METEOR are
+corpus statistics, so their bootstrap interval takes its spread from the per-item scores and its location
+from the corpus value (:func:`evaluators.metrics.bootstrap.bootstrap_ci` with ``center``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+BLEU = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4")
+CAPTION_METRICS = (*BLEU, "METEOR", "ROUGE_L", "CIDEr")
+CORPUS_LEVEL = (*BLEU, "METEOR")  # corpus value is not the mean of the per-item scores
+SPICE_JARS = ("spice-1.0.jar", "lib/stanford-corenlp-3.6.0.jar", "lib/stanford-corenlp-3.6.0-models.jar")
+SCALE = 100.0
+
+
+@dataclass
+class CaptionScores:
+    """Corpus scores and per-item scores (same order as the input), both x100, plus unavailable metrics."""
+
+    corpus: dict[str, float]
+    per_item: dict[str, list[float]]
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+def spice_unavailable_reason() -> str | None:
+    """Why SPICE cannot run here (missing jars or Java), or ``None`` when it can."""
+    import shutil
+
+    import pycocoevalcap.spice as spice_package
+
+    folder = Path(spice_package.__file__).parent
+    missing = [name for name in SPICE_JARS if not (folder / name).is_file()]
+    if missing:
+        return f"Stanford CoreNLP jars for SPICE not found in {folder}: {', '.join(missing)}"
+    if shutil.which("java") is None:
+        return "java is not on PATH"
+    return None
+
+
+def tokenize_once(predictions: Sequence[str], references: Sequence[Sequence[str]]
+                  ) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """PTB-tokenise predictions and references in one JVM call; keys are item positions."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} reference lists")
+    joint: dict[tuple[str, int], list[dict[str, str]]] = {}
+    for index, (prediction, refs) in enumerate(zip(predictions, references, strict=True)):
+        if not refs:
+            raise ValueError(f"item {index} has no reference caption")
+        joint[("ref", index)] = [{"caption": text} for text in refs]
+        joint[("pred", index)] = [{"caption": prediction}]
+    tokens = PTBTokenizer().tokenize(joint)
+    gts = {index: tokens[("ref", index)] for index in range(len(predictions))}
+    res = {index: tokens[("pred", index)] for index in range(len(predictions))}
+    return gts, res
+
+
+def score_tokenized(gts: dict[int, list[str]], res: dict[int, list[str]], *, spice: bool | None = None
+                    ) -> CaptionScores:
+    """Run the toolkit's scorers on tokenised captions. ``spice=None`` runs SPICE when it can."""
+    corpus: dict[str, float] = {}
+    per_item: dict[str, list[float]] = {}
+    bleu, bleu_items = Bleu(4).compute_score(gts, res, verbose=0)
+    for name, value, items in zip(BLEU, bleu, bleu_items, strict=True):
+        corpus[name], per_item[name] = value, list(items)
+    for name, scorer in (("METEOR", Meteor()), ("ROUGE_L", Rouge()), ("CIDEr", Cider())):
+        value, items = scorer.compute_score(gts, res)
+        corpus[name], per_item[name] = float(value), [float(v) for v in items]
+        del scorer  # Meteor's JVM ends here rather than at interpreter exit
+    unavailable: dict[str, str] = {}
+    reason = spice_unavailable_reason()
+    if spice is False:
+        unavailable["SPICE"] = "disabled in the task config"
+    elif reason is not None:
+        unavailable["SPICE"] = reason
+    else:
+        from pycocoevalcap.spice.spice import Spice
+
+        value, items = Spice().compute_score(gts, res)
+        corpus["SPICE"], per_item["SPICE"] = float(value), [float(item["All"]["f"]) for item in items]
+    return CaptionScores(
+        corpus={name: value * SCALE for name, value in corpus.items()},
+        per_item={name: [v * SCALE for v in values] for name, values in per_item.items()},
+        unavailable=unavailable,
+    )
+
+
+def score_captions(predictions: Sequence[str], references: Sequence[Sequence[str]], *, spice: bool | None = None
+                   ) -> CaptionScores:
+    """BLEU-1..4, METEOR, ROUGE-L, CIDEr (and SPICE when available) of ``predictions`` against ``references``."""
+    gts, res = tokenize_once(predictions, references)
+    return score_tokenized(gts, res, spice=spice)

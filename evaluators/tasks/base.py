@@ -1,0 +1,147 @@
+"""What every task shares: reading and filtering its rows, jobs for the runner, and the scored result.
+
+A task turns rows into :class:`Job` objects (a request plus the cache scope and generation settings it is
+answered under), and turns the answers back into a :class:`TaskResult`: metrics on the papers' scale, the
+per-item scores behind them (for bootstrap intervals and paired tests), and one record per row for the
+predictions file. The task config (``conf/eval/task/<name>.yaml``) names the prompt, the split, the metric
+implementation and the dataset; :meth:`Task.describe` hands them to results files and the leaderboard.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..data import load_rows
+from ..metrics.bootstrap import bootstrap_ci
+from ..protocol import Request, digest
+
+MODES = ("generate", "loglikelihood")
+JobKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request as the runner schedules and caches it: ``(scope, request key, settings)`` is the key."""
+
+    scope: str
+    mode: str
+    settings: str
+    request: Request
+
+    @property
+    def key(self) -> JobKey:
+        return (self.scope, self.request.key, self.settings)
+
+
+@dataclass
+class TaskResult:
+    """Metrics (x100), their per-item scores in ``item_ids`` order, and per-row prediction records."""
+
+    metrics: dict[str, float]
+    per_item: dict[str, list[float]]
+    item_ids: list[str]
+    records: list[dict[str, Any]]
+    corpus_level: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def intervals(self, resamples: int, seed: int) -> dict[str, list[float]]:
+        """95% bootstrap interval per metric (corpus-level metrics centred on their corpus value)."""
+        out = {}
+        for name, scores in self.per_item.items():
+            center = self.metrics[name] if name in self.corpus_level else None
+            out[name] = list(bootstrap_ci(scores, resamples=resamples, seed=seed, center=center))
+        return out
+
+
+def settings_json(mode: str, generation: Mapping[str, Any]) -> str:
+    """Canonical JSON of how a request is answered; part of the cache key."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    payload = {"mode": mode, **({k: generation[k] for k in sorted(generation)} if mode == "generate" else {})}
+    return json.dumps(payload, sort_keys=True, default=list)
+
+
+class Task(ABC):
+    """A task built from its config; subclasses implement :meth:`build_items`-style logic via the hooks below."""
+
+    kind: ClassVar[str] = ""
+    metric_impl: ClassVar[str] = ""
+
+    def __init__(self, name: str, cfg: Mapping[str, Any], data_root: str | Path | None = None,
+                 limit: int | None = None):
+        self.name = name
+        self.cfg = dict(cfg)
+        self.data_root = data_root
+        self.limit = limit
+        self.skipped: Counter[str] = Counter()
+        self.mode = self.cfg.get("mode", "generate")
+        self.generation = dict(self.cfg.get("generation") or {})
+        self.settings = settings_json(self.mode, self.generation)
+
+    # --- data -------------------------------------------------------------------------------------------
+    @cached_property
+    def _loaded(self) -> tuple[list[dict[str, Any]], str]:
+        return self.load()
+
+    def load(self) -> tuple[list[dict[str, Any]], str]:
+        """Rows of the configured split passing the config's ``filter`` (and the dataset fingerprint)."""
+        dataset = dict(self.cfg["dataset"])
+        rows, fingerprint = load_rows(dataset, self.data_root)
+        wanted = {key: value for key, value in (dataset.get("filter") or {}).items() if value not in (None, "")}
+        kept = [row for row in rows if all(_matches(row.get(key), value) for key, value in wanted.items())]
+        if not kept:
+            raise ValueError(f"task {self.name}: no row of {dataset.get('path') or dataset.get('hub')} "
+                             f"split {dataset['split']!r} matches filter {wanted}")
+        return kept, fingerprint
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self._loaded[0]
+
+    @property
+    def dataset_fingerprint(self) -> str:
+        return self._loaded[1]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Changes with the task's kind, prompt, scoring settings or data (not with display-only keys)."""
+        relevant = {k: v for k, v in self.cfg.items() if k not in ("description", "generation", "mode")}
+        return digest(self.kind, relevant, self.dataset_fingerprint)
+
+    # --- hooks --------------------------------------------------------------------------------------------
+    @abstractmethod
+    def jobs(self) -> list[Job]:
+        """Every request of the task (at most ``limit`` items)."""
+
+    @abstractmethod
+    def score(self, answers: Mapping[JobKey, Any]) -> TaskResult:
+        """Metrics from the answers of :meth:`jobs` (a mapping from job key to answer)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the leaderboard prints about the task: prompt, split, metric implementation, data."""
+        dataset = self.cfg["dataset"]
+        return {"task": self.name, "kind": self.kind, "description": self.cfg.get("description", ""),
+                "prompt": self.cfg.get("prompt", ""), "split": dataset["split"],
+                "dataset": dataset.get("hub") or dataset.get("path"), "filter": dict(dataset.get("filter") or {}),
+                "metric": self.metric_impl, "mode": self.mode, "generation": self.generation,
+                "primary_metric": self.cfg.get("primary_metric")}
+
+    # --- helpers ------------------------------------------------------------------------------------------
+    def limited(self, items: Sequence[Any]) -> list[Any]:
+        return list(items if self.limit is None else items[: int(self.limit)])
+
+    def job(self, request: Request) -> Job:
+        return Job(scope=self.fingerprint, mode=self.mode, settings=self.settings, request=request)
+
+
+def _matches(value: Any, wanted: Any) -> bool:
+    if isinstance(wanted, (list, tuple)):
+        return value in wanted
+    return value == wanted

@@ -1,0 +1,97 @@
+"""Region captioning: RefCOCO / RefCOCO+ / RefCOCOg, Visual Genome (GRiT's test set) and Flickr30K phrases.
+
+One item per evaluation row with one region and its gold ``references`` (the builders write every sentence of
+a referring expression or region into ``references``). The prompt of the config asks about ``{region}``
+(rendered as ``<region1>``); the metrics are the COCO caption toolkit's, tokenised once per task
+(:mod:`evaluators.metrics.captioning`). ``region_ids_file`` restricts the task to a list of region ids (one
+per line, matched against the region's ``source_id``), for the single-region Visual Genome subset other
+papers use; GRiT's full test set and that subset give numbers that are not comparable (PROTOCOLS.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from builders.placeholders import IMAGE_TOKEN, region_token
+
+from ..data import resolve_path
+from ..metrics.captioning import CORPUS_LEVEL, score_captions
+from ..protocol import Request, digest, request_row
+from .base import Job, JobKey, Task, TaskResult
+
+
+@dataclass(frozen=True)
+class CaptionItem:
+    row_id: str
+    references: tuple[str, ...]
+    request: Request
+
+
+class CaptionTask(Task):
+    kind = "caption"
+    metric_impl = ("pycocoevalcap 1.2: PTB tokenizer once per task, then Bleu(4), Meteor 1.5, Rouge-L, CIDEr "
+                   "(SPICE when its CoreNLP jars are present)")
+
+    @cached_property
+    def region_ids(self) -> frozenset[str] | None:
+        """The allowed region ids, or ``None`` for every region."""
+        name = self.cfg.get("region_ids_file")
+        if not name:
+            return None
+        path = resolve_path(name, self.data_root)
+        if not path.is_file():
+            raise FileNotFoundError(f"task {self.name}: region_ids_file {path} not found")
+        ids = frozenset(line.strip() for line in path.read_text().splitlines() if line.strip())
+        if not ids:
+            raise ValueError(f"task {self.name}: region_ids_file {path} lists no region id")
+        return ids
+
+    @cached_property
+    def fingerprint(self) -> str:
+        ids = sorted(self.region_ids) if self.region_ids is not None else None
+        return digest(super().fingerprint, ids)
+
+    @cached_property
+    def all_items(self) -> list[CaptionItem]:
+        prompt = f"{IMAGE_TOKEN}\n{self.cfg['prompt'].format(region=region_token(1))}"
+        items = []
+        for row in self.rows:
+            if not row["references"]:
+                self.skipped["no_references"] += 1
+                continue
+            if len(row["regions"]) != 1:
+                self.skipped["not_single_region"] += 1
+                continue
+            region = row["regions"][0]
+            if self.region_ids is not None and region["source_id"] not in self.region_ids:
+                self.skipped["not_in_region_ids"] += 1
+                continue
+            request = Request(row["id"], request_row(row, prompt), prompt, fields={"category": region["label"]})
+            items.append(CaptionItem(row["id"], tuple(row["references"]), request))
+        if not items:
+            raise ValueError(f"task {self.name}: no row with one region and references "
+                             f"(skipped: {dict(self.skipped)})")
+        return items
+
+    def jobs(self) -> list[Job]:
+        return [self.job(item.request) for item in self.limited(self.all_items)]
+
+    def score(self, answers: Mapping[JobKey, Any]) -> TaskResult:
+        items = self.limited(self.all_items)
+        predictions = [str(answers[self.job(item.request).key]).strip() for item in items]
+        scores = score_captions(predictions, [item.references for item in items],
+                                spice=None if self.cfg.get("spice", "auto") == "auto" else bool(self.cfg["spice"]))
+        records = [{"id": item.row_id, "prediction": prediction, "references": list(item.references)}
+                   for item, prediction in zip(items, predictions, strict=True)]
+        return TaskResult(metrics=scores.corpus, per_item=scores.per_item, item_ids=[item.row_id for item in items],
+                          records=records, corpus_level=CORPUS_LEVEL, extra={"unavailable": scores.unavailable})
+
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        if self.cfg.get("region_ids_file"):
+            described["region_ids_file"] = str(Path(self.cfg["region_ids_file"]))
+        return described
