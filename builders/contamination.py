@@ -207,19 +207,20 @@ class ContaminationChecker:
                 regions.update(overlapping_regions(row.boxes, entry.boxes, self.iou))
         return RowHits(by_label)
 
-    def record(self, train: str, primary: str, hits: RowHits, *, dropped: bool = False) -> None:
-        """Count a checked row (image identity ``primary``) as written, or as removed by decontamination."""
+    def record(self, train: str, primary: str, hits: RowHits, *, dropped: bool = False, copies: int = 1) -> None:
+        """Count a checked row (image identity ``primary``) as written ``copies`` times (``repeat: k``), or
+        as removed by decontamination."""
         if not dropped:
-            self.train_rows[train] += 1
+            self.train_rows[train] += copies
         for label, (rows, regions) in hits.by_label.items():
             cell = self.cells[(train, label)]
             if dropped:
                 cell.dropped += 1
                 continue
             cell.images.add(primary)
-            cell.train_rows += 1
-            cell.train_regions += len(regions)
-            cell.region_rows += bool(regions)
+            cell.train_rows += copies
+            cell.train_regions += len(regions) * copies
+            cell.region_rows += bool(regions) * copies
             cell.eval_rows.update(rows)
 
     def check_split(self, train: str, split: SplitFiles) -> None:

@@ -283,7 +283,7 @@ class Assembler:
             if digest is not None:
                 self.seen[split].add(digest)
             primary, hits = contaminated.get(pos, ("", RowHits()))
-            self.checker.record(entry.name, primary, hits)
+            self.checker.record(entry.name, primary, hits, copies=entry.repeat)
         counts.written = self._write(entry, build, split, files, [item[0] for item in keep])
         return counts
 
