@@ -1,17 +1,89 @@
-"""Which model answers in the chat: ``model=`` names the geometry model, a model config or a checkpoint."""
+"""Which model answers in the chat: ``model=`` names the geometry model, a model config or a saved model.
+
+* ``geometry``: :class:`~gpt4roi.chat.models.BoxGeometryModel` (no weights; describes the boxes);
+* a config name in ``conf/model/`` (``tiny``, ``gpt4roi_7b``, ...): built by
+  :func:`gpt4roi.modeling.factory.build_model` (``tiny`` is randomly initialised unless its ``pretrained``
+  is set);
+* a folder: one written by ``save_pretrained`` (``config.json``), a training run folder (its ``hf/`` export),
+  or a training checkpoint (``state.json`` + ``model.safetensors``, or a run folder's latest checkpoint).
+
+GPT4RoI answers through :func:`gpt4roi.modeling.inference.generate_for_rows`, whole answers at a time, so
+the page receives each answer as one chunk.
+"""
 
 from __future__ import annotations
 
-from .models import BoxGeometryModel, ChatModel
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .models import BoxGeometryModel, ChatModel, GenerateAdapter
 
 GEOMETRY = "geometry"
 
 
-def load_chat_model(spec: str, *, device: str = "cpu", max_new_tokens: int = 128) -> tuple[ChatModel, str]:
-    """The chat model for ``spec`` and a name to show on the page.
+class GPT4RoIRows:
+    """``generate(rows)`` over a GPT4RoI (model, processor) pair: the evaluators' shape of a model."""
 
-    ``geometry``: :class:`BoxGeometryModel` (no weights).
-    """
+    def __init__(self, model: Any, processor: Any, max_new_tokens: int):
+        self.model = model
+        self.processor = processor
+        self.max_new_tokens = max_new_tokens
+
+    def generate(self, rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> list[str]:
+        from ..modeling.inference import generate_for_rows
+
+        return generate_for_rows(self.model, self.processor, rows,
+                                 max_new_tokens=int(kwargs.get("max_new_tokens", self.max_new_tokens)))
+
+
+def load_chat_model(spec: str, *, device: str = "cpu", max_new_tokens: int = 128) -> tuple[ChatModel, str]:
+    """The chat model for ``spec`` (see the module docstring) and a name to show on the page."""
     if spec == GEOMETRY:
         return BoxGeometryModel(), "BoxGeometryModel (describes the boxes; no weights)"
-    raise ValueError(f"model={spec!r}: expected {GEOMETRY!r}")
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        model, processor, name = _from_folder(folder)
+    else:
+        model, processor, name = _from_config(spec)
+    model = model.to(device).eval()
+    return GenerateAdapter(GPT4RoIRows(model, processor, max_new_tokens)), name
+
+
+def _from_config(spec: str) -> tuple[Any, Any, str]:
+    from omegaconf import OmegaConf
+
+    from ..cli import config_dir
+    from ..modeling.factory import build_model
+
+    configs = config_dir() / "model"
+    path = configs / f"{spec}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in configs.glob("*.yaml"))
+        raise ValueError(f"model={spec!r} is neither {GEOMETRY!r}, a folder, nor a model config "
+                         f"(conf/model/ has: {', '.join(known) or 'none'})")
+    cfg = OmegaConf.load(path)
+    model, processor = build_model(cfg)
+    weights = cfg.get("pretrained") or "randomly initialised"
+    return model, processor, f"GPT4RoI {spec} ({weights})"
+
+
+def _from_folder(folder: Path) -> tuple[Any, Any, str]:
+    from ..modeling.factory import build_model, load_pretrained
+
+    for candidate in (folder, folder / "hf"):
+        if (candidate / "config.json").is_file():
+            model, processor = load_pretrained(candidate)
+            return model, processor, f"GPT4RoI from {candidate}"
+    from ..train import checkpoint
+
+    try:
+        found = checkpoint.resolve(folder)
+    except checkpoint.CheckpointError as exc:
+        raise ValueError(f"model={folder}: not a saved model (no config.json in it or in hf/) and {exc}") from None
+    identity = checkpoint.read_state(found).get("model")
+    if not isinstance(identity, dict):
+        raise ValueError(f"model={folder}: {found}/state.json names no model config")
+    model, processor = build_model(identity)
+    checkpoint.load_weights(found, model, identity)
+    return model, processor, f"GPT4RoI {identity.get('name', '')} from {found}".replace("  ", " ")

@@ -5,6 +5,7 @@
 const PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
                  "#808000", "#000075", "#469990", "#800000"];
 const MAX_DISPLAY = { width: 720, height: 540 };
+const MAX_ZOOM = 2;     // small pictures are shown up to twice their size
 const HANDLE = 7;      // px (display) around a corner that grabs it
 const MIN_BOX = 4;     // px (display) a drag must cover to make a box
 const CLICK = 3;       // px (display) of movement still counted as a click
@@ -74,7 +75,7 @@ function layout() {
   const dpr = window.devicePixelRatio || 1;
   const width = state.image ? state.width : MAX_DISPLAY.width;
   const height = state.image ? state.height : 360;
-  state.fit = Math.min(MAX_DISPLAY.width / width, MAX_DISPLAY.height / height, 1);
+  state.fit = Math.min(MAX_DISPLAY.width / width, MAX_DISPLAY.height / height, MAX_ZOOM);
   const cssWidth = Math.round(width * state.fit);
   const cssHeight = Math.round(height * state.fit);
   canvas.style.width = `${cssWidth}px`;
@@ -258,6 +259,7 @@ function insertReference(number) {
   const spacer = before && !/\s$/.test(before) ? " " : "";
   message.value = before + spacer + token + message.value.slice(end);
   const caret = start + spacer.length + token.length;
+  message.focus();
   message.setSelectionRange(caret, caret);
 }
 
