@@ -211,6 +211,44 @@ class EntryCounts:
     written: int = 0
 
 
+_CLEAN = RowHits()
+
+
+@dataclass
+class Candidates:
+    """The rows of one entry's split that may be written: positions in the build, digests, sampling ranks.
+
+    Digests are kept by position (``dict`` preserves insertion order) so that only the rows finally written
+    are remembered for deduplication against later entries.
+    """
+
+    digests: dict[bytes, int] = field(default_factory=dict)
+    positions: list[int] = field(default_factory=list)
+    ranks: list[bytes] = field(default_factory=list)
+    contaminated: dict[int, tuple[str, RowHits]] = field(default_factory=dict)
+
+    def add(self, position: int, digest: bytes | None, rank: bytes | None) -> None:
+        self.positions.append(position)
+        if digest is not None:
+            self.digests[digest] = position
+        if rank is not None:
+            self.ranks.append(rank)
+
+    def sample(self, count: int | None) -> np.ndarray:
+        """Positions kept by ``sample: count`` (the ``count`` smallest ranks), in build order."""
+        positions = np.asarray(self.positions, dtype=np.int64)
+        if count is None or count >= len(positions):
+            return positions
+        order = sorted(range(len(positions)), key=self.ranks.__getitem__)[:count]
+        return np.sort(positions[order])
+
+    def digests_of(self, positions: np.ndarray) -> list[bytes]:
+        if len(positions) == len(self.positions):
+            return list(self.digests)
+        kept = set(positions.tolist())
+        return [digest for digest, position in self.digests.items() if position in kept]
+
+
 class Assembler:
     """Runs steps 2-4 of the module docstring for each entry, sharing dedup state and the checker."""
 
@@ -234,64 +272,54 @@ class Assembler:
                 self.counts.setdefault(entry.name, {})[split] = self._assemble(entry, build, split)
 
     def _decide(self, entry: Entry, split: str, batch: pa.RecordBatch, counts: EntryCounts,
-                local: set[bytes], keep: list, contaminated: dict[int, tuple[str, RowHits]],
-                position: int) -> None:
-        """Append the batch's surviving rows to ``keep`` as (position, rank, digest)."""
+                pool: Candidates, position: int) -> None:
+        """Add the batch's rows that survive the variant filter, dedup and decontamination to ``pool``."""
         variants = batch.column("variant").to_pylist() if entry.variants else None
         images = list(batch_images(batch))
         digests = row_digests(batch, images) if self.settings.dedup else [None] * len(images)
-        ids = batch.column("id").to_pylist()
+        ids = batch.column("id").to_pylist() if entry.sample is not None else None
         counts.read += len(images)
-        for offset, (row_id, image, digest) in enumerate(zip(ids, images, digests, strict=True)):
+        for offset, (image, digest) in enumerate(zip(images, digests, strict=True)):
             if variants is not None and variants[offset] not in entry.variants:
                 counts.other_variants += 1
                 continue
-            if digest is not None:
-                if digest in self.seen[split]:
-                    counts.duplicates_across += 1
-                    continue
-                if digest in local:
-                    counts.duplicates_within += 1
-                    continue
-                local.add(digest)
+            if digest is not None and digest in self.seen[split]:
+                counts.duplicates_across += 1
+                continue
+            if digest is not None and digest in pool.digests:
+                counts.duplicates_within += 1
+                continue
             hits = self.checker.check(image)
             if self.settings.decontaminate and hits.contaminated(self.settings.decontaminate_level):
                 counts.decontaminated += 1
                 self.checker.record(entry.name, image.primary, hits, dropped=True)
                 continue
+            pool.add(position + offset, digest, sample_rank(self.settings.seed, ids[offset]) if ids else None)
             if hits.by_label:
-                contaminated[position + offset] = (image.primary, hits)
-            rank = sample_rank(self.settings.seed, row_id) if entry.sample is not None else b""
-            keep.append((position + offset, rank, digest))
+                pool.contaminated[position + offset] = (image.primary, hits)
 
     def _assemble(self, entry: Entry, build: Build, split: str) -> EntryCounts:
         counts = EntryCounts()
         files = build.splits[split]
-        local: set[bytes] = set()
-        keep: list = []
-        contaminated: dict[int, tuple[str, RowHits]] = {}
+        pool = Candidates()
         position = 0
         for batch in files.batches(batch_rows=self.settings.batch_rows):
-            self._decide(entry, split, batch, counts, local, keep, contaminated, position)
+            self._decide(entry, split, batch, counts, pool, position)
             position += batch.num_rows
-        counts.candidates = len(keep)
-        if entry.sample is not None and entry.sample < len(keep):
-            chosen = sorted(keep, key=lambda item: item[1])[:entry.sample]
-            keep = sorted(chosen, key=lambda item: item[0])
-        counts.sampled = len(keep)
-        for pos, _, digest in keep:
-            if digest is not None:
-                self.seen[split].add(digest)
-            primary, hits = contaminated.get(pos, ("", RowHits()))
+        counts.candidates = len(pool.positions)
+        positions = pool.sample(entry.sample)
+        counts.sampled = len(positions)
+        self.seen[split].update(pool.digests_of(positions))
+        for pos in positions.tolist():
+            primary, hits = pool.contaminated.get(pos, ("", _CLEAN))
             self.checker.record(entry.name, primary, hits, copies=entry.repeat)
-        counts.written = self._write(entry, build, split, files, [item[0] for item in keep])
+        counts.written = self._write(entry, build, split, files, positions)
         return counts
 
-    def _write(self, entry: Entry, build: Build, split: str, files: SplitFiles, positions: list[int]) -> int:
+    def _write(self, entry: Entry, build: Build, split: str, files: SplitFiles, wanted: np.ndarray) -> int:
         writer = ShardedParquetWriter(self.folder / entry.name, split, FEATURES, self.settings.max_shard_bytes)
-        wanted = np.asarray(positions, dtype=np.int64)
         start = 0
-        bar = tqdm(total=len(positions) * entry.repeat, desc=f"{entry.name}/{split}", unit=" rows",
+        bar = tqdm(total=len(wanted) * entry.repeat, desc=f"{entry.name}/{split}", unit=" rows",
                    disable=not self.settings.progress, dynamic_ncols=True)
         for batch in files.batches(batch_rows=self.settings.batch_rows):
             stop = start + batch.num_rows
