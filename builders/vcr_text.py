@@ -47,9 +47,8 @@ _LETTER_PATTERN = re.compile(r"\(\s*([ABCD])\s*\)|^\s*([ABCD])\s*(?:[).,:]|$)")
 
 
 def is_reference(token: object) -> bool:
-    """Whether ``token`` is an object reference (a non-empty list of integer indices)."""
-    return (isinstance(token, list) and bool(token)
-            and all(isinstance(i, int) and not isinstance(i, bool) for i in token))
+    """Whether a token of a list checked by :func:`check_tokens` is an object reference (a list of indices)."""
+    return isinstance(token, list)
 
 
 def object_indices(tokens: Sequence[Token]) -> list[int]:
@@ -62,11 +61,15 @@ def object_indices(tokens: Sequence[Token]) -> list[int]:
 
 
 def check_tokens(tokens: object) -> list[Token]:
-    """``tokens`` if it is a VCR token list (strings and index lists); ``ValueError`` naming the bad token."""
+    """``tokens`` if it is a VCR token list (strings and non-empty lists of integer indices); ``ValueError``
+    naming the bad token otherwise. The other functions assume a checked list."""
     if not isinstance(tokens, list):
         raise ValueError(f"expected a token list, got {type(tokens).__name__}")
     for position, token in enumerate(tokens):
-        if not (isinstance(token, str) or is_reference(token)):
+        if isinstance(token, str):
+            continue
+        if not (isinstance(token, list) and token
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in token)):
             raise ValueError(f"token {position} is {token!r}; expected a string or a list of object indices")
     return tokens
 

@@ -235,6 +235,14 @@ def test_reference_to_a_missing_object_is_a_counted_skip(raw_root, real_record, 
     assert _no_output_left(strict_out)
 
 
+def test_malformed_tokens_are_counted_skips(raw_root, real_record, tmp_path):
+    bad = [{**real_record, "annot_id": f"val-{k}", "question": question}
+           for k, question in enumerate([["Does", [], "live"], ["Does", 3, "live"], "Does 1 live?"], start=2)]
+    _write_jsonl(raw_root, [real_record, *bad])
+    report = build_source("vcr", raw_root, tmp_path / "out", progress=False)
+    assert dict(report.skipped["validation"]) == {"vcr_bad_tokens": 3} and report.total_rows == 4
+
+
 def test_object_missing_from_metadata_is_a_counted_skip(raw_root, real_record, tmp_path):
     record = {**real_record, "objects": [*real_record["objects"], "dog"]}  # 7 objects, 6 boxes
     _write_jsonl(raw_root, [record])

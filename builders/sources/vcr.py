@@ -59,7 +59,7 @@ SPLIT_FILES = {"train": "train", "validation": "val", "test": "test"}
 VARIANTS = ("all", "single", "multi", "qa", "qar")
 MC_TASKS = {"qa": "vcr_qa", "qar": "vcr_qar"}
 RECORD_KEYS = ("objects", "img_fn", "metadata_fn", "question", "answer_choices", "rationale_choices", "annot_id")
-METADATA_CACHE = 64  # the jsonl lists the questions of one frame together; a small cache reads each file once
+FRAME_CACHE = 64  # the jsonl lists the questions of one frame together: each frame is read and converted once
 
 RATIONALE_QUESTION = [
     "Why?",
@@ -100,7 +100,7 @@ class VcrBuilder(RegionBuilder):
         if unknown or not variants:
             raise ValueError(f"vcr: unknown or no variants {unknown or variants}; choose from {list(VARIANTS)}")
         self.variants = [v for v in VARIANTS if v in variants]
-        self._metadata = lru_cache(maxsize=METADATA_CACHE)(self._read_metadata)
+        self._frame = lru_cache(maxsize=FRAME_CACHE)(self._load_frame)
 
     def _annotation_file(self, split: str) -> Path | None:
         name = f"{SPLIT_FILES[split]}.jsonl"
@@ -129,13 +129,8 @@ class VcrBuilder(RegionBuilder):
         if "answer_label" not in record or "rationale_label" not in record:
             raise SkipRecord("unlabelled_item", "no answer_label/rationale_label (VCR's test labels are hidden)")
         item = _Item(record)
-        meta_path = f"{self.options['image_dir']}/{record['metadata_fn']}"
-        metadata = self._metadata(str(resolve_under(self.raw_root, meta_path)))
-        if len(metadata["boxes"]) != len(item.objects):
-            raise SkipRecord("vcr_metadata_mismatch", f"{meta_path} has {len(metadata['boxes'])} boxes for "
-                                                      f"{len(item.objects)} objects")
-        image = relative_image_path(self.raw_root, f"{self.options['image_dir']}/{record['img_fn']}")
-        objects = _Objects(metadata, item.objects, with_segmentation=bool(self.options["segmentation"]))
+        objects = self._frame(str(record["img_fn"]), str(record["metadata_fn"]), tuple(item.objects))
+        metadata = objects.metadata
         rows = []
         for variant in self.variants:
             key = f"{item.annot_id}:{variant}"
@@ -144,7 +139,7 @@ class VcrBuilder(RegionBuilder):
                 if built is None:
                     continue
                 rows.append(self.make_row(
-                    key=key, split=split, variant=variant, task=built.task, image=image,
+                    key=key, split=split, variant=variant, task=built.task, image=objects.image,
                     image_id=str(record.get("img_id", record["img_fn"])), width=metadata["width"],
                     height=metadata["height"], regions=[objects.region(i) for i in built.indices],
                     conversations=built.conversations, choices=built.choices, label=built.label,
@@ -203,23 +198,26 @@ class VcrBuilder(RegionBuilder):
         conversations = [turn("human", f"{IMAGE_TOKEN}\n{prompt}"), turn("gpt", vcr_text.letter(label))]
         return _Built(list(range(n)), conversations, task=MC_TASKS[variant], choices=choices, label=label)
 
-    def _read_metadata(self, path: str) -> dict[str, Any]:
-        """A frame's metadata json, checked; an unreadable file skips the records of that frame only."""
+    def _load_frame(self, img_fn: str, metadata_fn: str, names: tuple[str, ...]) -> _Objects:
+        """A frame's checked metadata and image path; an unreadable file skips the records of that frame only."""
+        image_dir = self.options["image_dir"]
+        path = resolve_under(self.raw_root, f"{image_dir}/{metadata_fn}")
         try:
             metadata = read_json(path, expect=dict)
-        except SourceFileError as exc:
-            raise SkipRecord("vcr_metadata_unreadable", str(exc)) from exc
-        try:
             require_keys(metadata, ("boxes", "width", "height"), f"metadata {path}")
-        except SkipRecord as exc:
-            raise SkipRecord("vcr_metadata_unreadable", exc.detail) from exc
+        except (SourceFileError, SkipRecord) as exc:
+            raise SkipRecord("vcr_metadata_unreadable", str(exc)) from exc
         if not isinstance(metadata["boxes"], list) or not all(
                 isinstance(b, list) and len(b) == 5 for b in metadata["boxes"]):
             raise SkipRecord("vcr_metadata_unreadable", f"{path}: boxes must be [x1, y1, x2, y2, score] lists")
         width, height = metadata["width"], metadata["height"]
         if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
             raise SkipRecord("vcr_metadata_unreadable", f"{path}: width={width!r}, height={height!r}")
-        return metadata
+        if len(metadata["boxes"]) != len(names):
+            raise SkipRecord("vcr_metadata_mismatch", f"{path} has {len(metadata['boxes'])} boxes for "
+                                                      f"{len(names)} objects")
+        image = relative_image_path(self.raw_root, f"{image_dir}/{img_fn}")
+        return _Objects(metadata, list(names), image=image, with_segmentation=bool(self.options["segmentation"]))
 
 
 @dataclass
@@ -281,11 +279,13 @@ def _label(record: dict[str, Any], name: str) -> int:
 
 
 class _Objects:
-    """A frame's objects as schema regions, each box checked once and only when a row uses it."""
+    """A frame's objects as schema regions, each converted once (rows of the frame share them) and checked
+    only when a row uses it."""
 
-    def __init__(self, metadata: dict[str, Any], names: list[str], *, with_segmentation: bool):
+    def __init__(self, metadata: dict[str, Any], names: list[str], *, image: str, with_segmentation: bool):
         self.metadata = metadata
         self.names = names
+        self.image = image
         self.with_segmentation = with_segmentation
         self._regions: dict[int, dict[str, Any]] = {}
 
