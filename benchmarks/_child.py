@@ -1,0 +1,103 @@
+"""The measured side of a benchmark: ``python -m benchmarks._child <mode> <args>`` prints one JSON line.
+
+Modes (Visual Genome):
+``builder RAW OUT``  the suite's streaming builder (``builders.build.build_source``).
+``naive RAW OUT``    whole-file ``json.load`` of ``image_data.json`` and ``region_descriptions.json``, then a
+                     plain loop making the same rows as the builder (same ids, regions, templates, seeds),
+                     validated and written with the same parquet writer: only the reading strategy differs.
+``floor FILE...``    ``orjson.loads`` of each whole file: the least any reader that parses JSON must pay.
+``stream FILE``      ``ijson`` streaming of a file's top-level array, nothing else: the builder's parse cost.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def builder(raw_root: str, out: str) -> dict[str, Any]:
+    from builders.build import build_source
+
+    report = build_source("vg", raw_root, out, progress=False)
+    return {"rows": sum(sum(t.values()) for t in report.written.values()), "regions": sum(report.regions.values()),
+            "skipped": sum(sum(r.values()) for r in report.skipped.values())}
+
+
+def naive(raw_root: str, out: str) -> dict[str, Any]:
+    from builders.base import region
+    from builders.boxes import checked_box, xywh_to_xyxy
+    from builders.captions import balanced_chunks, caption_turns
+    from builders.output import ShardedParquetWriter, atomic_directory
+    from builders.paths import relative_image_path
+    from builders.schema import validate
+    from builders.seeding import row_rng
+    from builders.sources.vg import VisualGenomeBuilder
+    from builders.templates import REGION_CAPTION
+
+    root = Path(raw_root)
+    maker = VisualGenomeBuilder(raw_root=raw_root)  # only for make_row: the row layout is the schema's
+    with open(root / "image_data.json") as handle:
+        image_data = json.load(handle)
+    with open(root / "region_descriptions.json") as handle:
+        region_records = json.load(handle)
+    rows = regions_written = 0
+    with atomic_directory(out) as tmp:
+        writer = ShardedParquetWriter(tmp / "data", "train")
+        for info, record in zip(image_data, region_records, strict=True):
+            image_id, width, height = info["image_id"], info["width"], info["height"]
+            path = relative_image_path(root, "/".join(info["url"].rsplit("/", 2)[-2:]))
+            meta = {"layout": "release", "vg_image_id": image_id, "coco_id": info["coco_id"],
+                    "flickr_id": info["flickr_id"]}
+            regions = [region(checked_box(xywh_to_xyxy([r["x"], r["y"], r["width"], r["height"]]), width, height),
+                              label=r["phrase"].strip(), source_id=r["region_id"]) for r in record["regions"]]
+            rng = row_rng(0, f"train:{image_id}")
+            rng.shuffle(regions)
+            for k, (start, stop) in enumerate(balanced_chunks(len(regions), 15)):
+                chunk = regions[start:stop]
+                row = maker.make_row(key=f"{image_id}:{k}", split="train", task="region_caption", variant="release",
+                                     image=path, image_id=str(image_id), width=width, height=height, regions=chunk,
+                                     conversations=caption_turns([r["label"] for r in chunk], REGION_CAPTION, rng),
+                                     meta=meta)
+                validate(row)
+                writer.write(row)
+                rows += 1
+                regions_written += len(chunk)
+        writer.close()
+    return {"rows": rows, "regions": regions_written, "skipped": 0}
+
+
+def floor(*files: str) -> dict[str, Any]:
+    import orjson
+
+    total = 0
+    for name in files:
+        data = Path(name).read_bytes()
+        total += len(data)
+        value = orjson.loads(data)
+        del data, value
+    return {"bytes": total}
+
+
+def stream(file: str) -> dict[str, Any]:
+    from builders.jsonio import iter_json_array
+
+    records = sum(1 for _ in iter_json_array(file))
+    return {"records": records}
+
+
+def peak_rss_mb() -> float:
+    """This process's resident-set high-water mark (``VmHWM``), in MiB."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError("VmHWM not found in /proc/self/status (Linux only)")
+
+
+MODES = {"builder": builder, "naive": naive, "floor": floor, "stream": stream}
+
+if __name__ == "__main__":
+    result = MODES[sys.argv[1]](*sys.argv[2:])
+    print(json.dumps({**result, "peak_rss_mb": peak_rss_mb()}))
