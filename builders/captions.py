@@ -17,9 +17,10 @@ from .placeholders import IMAGE_TOKEN, region_token
 def caption_turns(answers: Sequence[str], templates: Sequence[str], rng: random.Random) -> list[dict[str, str]]:
     """One human/gpt pair per answer; turn K asks about ``<regionK>`` with a template drawn from ``rng``."""
     turns: list[dict[str, str]] = []
-    choose = rng.choice
+    draw, count = rng.random, len(templates)
     for k, answer in enumerate(answers, start=1):
-        question = choose(templates).format(region=region_token(k))
+        # index arithmetic on random() is a few times cheaper than rng.choice, which matters at 5.4 M turns
+        question = templates[int(draw() * count)].format(region=region_token(k))
         if k == 1:
             question = f"{IMAGE_TOKEN}\n{question}"
         turns.append(turn("human", question))
