@@ -285,3 +285,19 @@ def test_bad_record_is_a_counted_skip(tmp_path, kind, skips, val_rows):
         row = load_all(tmp_path / "out")["refcoco:validation:1"]
         validate(row)
         assert row["references"] == (["dog by the bench"] if kind == "empty_sentence" else ["small dog", "dog by the bench"])
+
+
+def test_cli_accepts_the_plus_in_refcoco_plus(tmp_path):
+    """``source=refcoco+`` is a plain Hydra value (conf/build/source/refcoco+.yaml); options override as usual."""
+    import subprocess
+    import sys
+
+    root = write_refer(tmp_path / "raw", "refcoco+", "unc")
+    out = tmp_path / "cli"
+    command = [sys.executable, "-m", "gpt4roi.cli", "build", "source=refcoco+", f"raw_root={root}", f"out={out}",
+               "source.options.layout=refer", "split=[train,testA]"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "build_report.json").read_text())
+    assert report["source"] == "refcoco+" and report["options"]["layout"] == "refer"
+    assert report["rows_written"] == {"testA": {"region_caption_short": 1}, "train": {"region_caption_short": 3}}

@@ -231,3 +231,13 @@ def test_grit_bad_files(vg_files, tmp_path):
     with pytest.raises(SourceFileError, match=r"train\.json at byte 0: the top level is not a JSON object"):
         build_source("vg", tmp_path / "grit", tmp_path / "out2", progress=False)
     assert not (tmp_path / "out2").exists()
+
+
+def test_image_url_escaping_the_root_is_a_counted_skip(vg_files, tmp_path):
+    image_data, records = vg_files
+    image_data[0]["url"] = "https://cs.stanford.edu/people/../../1.jpg"  # folder '..' leaves the raw root
+    image_data[1]["url"] = "https://cs.stanford.edu/people/rak248/VG_100K/.hidden"
+    root = write_release(tmp_path / "raw", image_data, records)
+    report = build_source("vg", root, tmp_path / "out", progress=False)
+    assert dict(report.skipped["train"]) == {"unsafe_image_path": 2}
+    assert {row["image_id"] for row in load(tmp_path / "out")} == {"3"}
