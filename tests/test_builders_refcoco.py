@@ -301,3 +301,11 @@ def test_cli_accepts_the_plus_in_refcoco_plus(tmp_path):
     report = json.loads((out / "build_report.json").read_text())
     assert report["source"] == "refcoco+" and report["options"]["layout"] == "refer"
     assert report["rows_written"] == {"testA": {"region_caption_short": 1}, "train": {"region_caption_short": 3}}
+
+
+def test_missing_instances_file_is_an_error(tmp_path):
+    root = write_refer(tmp_path / "raw")
+    (root / "refcoco" / "instances.json").unlink()
+    with pytest.raises(SourceFileError, match=r"refcoco/instances\.json: file not found"):
+        build("refcoco", root, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -95,7 +95,7 @@ class _RefExpBuilder(RegionBuilder):
     def available_splits(self) -> list[str]:
         if self.layout == "mdetr":
             return [split for split in SPLIT_ORDER if self.mdetr_path(split).is_file()]
-        if not (self.refs_path.is_file() and self.instances_path.is_file()):
+        if not self.refs_path.is_file():
             return []
         present = {RAW_TO_SPLIT.get(ref.get("split")) for ref in self._load_refs() if isinstance(ref, dict)}
         return [split for split in SPLIT_ORDER if split in present]
