@@ -243,11 +243,13 @@ def test_malformed_tokens_are_counted_skips(raw_root, real_record, tmp_path):
     assert dict(report.skipped["validation"]) == {"vcr_bad_tokens": 3} and report.total_rows == 4
 
 
-def test_object_missing_from_metadata_is_a_counted_skip(raw_root, real_record, tmp_path):
-    record = {**real_record, "objects": [*real_record["objects"], "dog"]}  # 7 objects, 6 boxes
-    _write_jsonl(raw_root, [record])
+def test_objects_disagreeing_with_metadata_are_counted_skips(raw_root, real_record, tmp_path):
+    extra = {**real_record, "objects": [*real_record["objects"], "dog"]}  # 7 objects, 6 boxes
+    empty = {**real_record, "annot_id": "val-2", "objects": []}
+    _write_jsonl(raw_root, [extra, empty])
     report = build_source("vcr", raw_root, tmp_path / "out", progress=False)
-    assert dict(report.skipped["validation"]) == {"vcr_metadata_mismatch": 1} and report.total_rows == 0
+    assert dict(report.skipped["validation"]) == {"vcr_metadata_mismatch": 1, "vcr_no_objects": 1}
+    assert report.total_rows == 0
 
 
 def test_truncated_jsonl_line_names_file_and_line(raw_root, real_record, tmp_path):

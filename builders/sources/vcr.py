@@ -30,7 +30,8 @@ In human turns a reference becomes ``<regionK>`` (several indices: ``<region1> a
 turns it becomes ``<class> at regionK`` (GPT4RoI's wording), so the answer names what the object is.
 
 Skips (counted): a reference to an object index that the record or its metadata lacks
-(``vcr_missing_object``), metadata that cannot be read or disagrees with ``objects``, bad boxes, and every
+(``vcr_missing_object``), an empty ``objects`` list, metadata that cannot be read or disagrees with
+``objects``, a bad box (only the variants whose regions include it), and every
 ``test.jsonl`` record (``unlabelled_item``: VCR's test labels are hidden, and neither a reasoning row nor
 a multiple-choice row — whose ``label`` must name one of its ``choices`` — can be built without them). A
 jsonl line that is not JSON stops the build with an error naming the file and line.
@@ -240,6 +241,8 @@ class _Item:
         if not isinstance(record["objects"], list):
             raise SkipRecord("vcr_bad_objects", f"objects is {type(record['objects']).__name__}, expected a list")
         self.objects = [str(name) for name in record["objects"]]
+        if not self.objects:  # every row kind needs at least one region (VCR frames always have people)
+            raise SkipRecord("vcr_no_objects", f"annot_id {self.annot_id} has an empty objects list")
         try:
             self.question = vcr_text.check_tokens(record["question"])
             self.answer_choices = [vcr_text.check_tokens(c) for c in record["answer_choices"]]
