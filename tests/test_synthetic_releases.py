@@ -180,3 +180,29 @@ def test_vg_full_layout_at_reduced_size(tmp_path):
     relation = files["relationships"][0]["relationships"][0]
     assert set(relation["subject"]) == {"name", "h", "object_id", "synsets", "w", "y", "x"}
     assert not (tmp_path / "full" / "vg" / "VG_100K").exists()  # annotations only
+
+
+def _content(rows: list[dict]) -> list[tuple]:
+    """What a layout must agree on: image, boxes, assistant answers and references (ids and templates differ)."""
+    return sorted((row["split"], row["image"]["path"], tuple(tuple(r["bbox"]) for r in row["regions"]),
+                   tuple(t["value"] for t in row["conversations"] if t["from"] == "gpt"), tuple(row["references"]))
+                  for row in rows)
+
+
+@pytest.mark.parametrize(("source", "layout"), [("refcoco", "mdetr"), ("refcocog", "mdetr"),
+                                                ("flickr30k", "mdetr"), ("vg", "grit")])
+def test_preprocessed_variants_give_the_rows_of_the_originals(world, tmp_path, source, layout):
+    """MDETR / GRiT files converted from the originals build into the same regions and texts."""
+    raw_root = world / SOURCE_RELEASE[source]
+    options = SOURCE_OPTIONS.get(source, {})
+    original = build_source(source, raw_root, tmp_path / "original", options=options, progress=False)
+    variant = build_source(source, raw_root, tmp_path / "variant", options={"layout": layout}, progress=False)
+    assert not any(variant.skipped.values()) and not any(original.skipped.values())
+    original_rows, variant_rows = built_rows(tmp_path / "original"), built_rows(tmp_path / "variant")
+    assert {json.loads(row["meta"])["layout"] for row in variant_rows} == {layout}
+    if source == "vg":  # GRiT files are split by test_image_ids.txt too, images are linked under images/
+        assert [row["split"] for row in original_rows].count("test") == [row["split"] for row in variant_rows].count("test")
+        assert sorted(r["bbox"] for row in original_rows for r in row["regions"]) == \
+            sorted(r["bbox"] for row in variant_rows for r in row["regions"])
+        return
+    assert _content(original_rows) == _content(variant_rows)

@@ -17,6 +17,7 @@ import orjson
 
 from ..output import atomic_directory
 from .releases import coco, flickr30k, llava, refer, vcr, vg
+from .releases.variants import CONVERTERS
 from .vg_full import write_vg_full
 from .vocab import SHAPES
 from .world import SCALES, World
@@ -34,10 +35,11 @@ SOURCE_OPTIONS: dict[str, dict[str, Any]] = {"llava": {"class_names": list(SHAPE
 SCALE_NAMES = (*SCALES, "vg_full")
 
 
-def synthesize(out: str | Path, scale: str = "tiny", seed: int = 0, *, vg_images: int | None = None,
-               progress: Any = None) -> dict[str, dict[str, Any]]:
+def synthesize(out: str | Path, scale: str = "tiny", seed: int = 0, *, variants: bool = True,
+               vg_images: int | None = None, progress: Any = None) -> dict[str, dict[str, Any]]:
     """Write the world into ``out`` (replaced atomically) and return per release its counts and seconds.
 
+    ``variants`` adds the MDETR / GRiT preprocessed files beside the originals (:mod:`.releases.variants`).
     ``vg_images`` shrinks ``vg_full`` (for tests); ``progress(n)`` reports vg_full images as they are written.
     """
     if scale not in SCALE_NAMES:
@@ -53,6 +55,9 @@ def synthesize(out: str | Path, scale: str = "tiny", seed: int = 0, *, vg_images
             world = World(seed, scale)
             for name, write in RELEASES.items():
                 started = time.perf_counter()
-                summary[name] = {**write(world, tmp / name), "seconds": time.perf_counter() - started}
+                counts = write(world, tmp / name)
+                if variants and name in CONVERTERS:
+                    counts.update(CONVERTERS[name](tmp / name))
+                summary[name] = {**counts, "seconds": time.perf_counter() - started}
             (tmp / "world.json").write_bytes(orjson.dumps(world.manifest(tmp), option=orjson.OPT_INDENT_2))
     return summary

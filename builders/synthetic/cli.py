@@ -29,7 +29,7 @@ def main(cfg: Any) -> None:
         from .vg_full import VG_IMAGES
 
         bar = tqdm(total=cfg.vg_images or VG_IMAGES, desc="vg_full images", unit=" img", dynamic_ncols=True)
-    summary = synthesize(cfg.out, cfg.scale, int(cfg.seed), vg_images=cfg.vg_images,
+    summary = synthesize(cfg.out, cfg.scale, int(cfg.seed), variants=bool(cfg.variants), vg_images=cfg.vg_images,
                          progress=bar.update if bar else None)
     if bar:
         bar.close()
