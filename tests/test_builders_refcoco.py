@@ -309,3 +309,13 @@ def test_missing_instances_file_is_an_error(tmp_path):
     with pytest.raises(SourceFileError, match=r"refcoco/instances\.json: file not found"):
         build("refcoco", root, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_refs_outside_every_split_are_counted_once(tmp_path):
+    ref_list = refs() + [["not", "a", "ref"], {**copy.deepcopy(REF_VAL), "ref_id": 9, "split": "dev"},
+                         {**copy.deepcopy(REF_VAL), "ref_id": "9"}]
+    root = write_refer(tmp_path / "raw", ref_list=ref_list)
+    report = build("refcoco", root, tmp_path / "out")
+    assert dict(report.skipped) == {"train": {"wrong_record_type": 1, "unknown_split": 1},
+                                    "validation": {"wrong_record_type": 1}}
+    assert report.written["validation"] == {"region_caption_short": 1}

@@ -56,6 +56,7 @@ class _RefExpBuilder(RegionBuilder):
                              f"split_by={self.split_by!r} needs layout=refer")
         self.layout = self._resolve_layout()
         self._refs: list[Any] | None = None
+        self._unplaced_counted = False
 
     # ----- layout and files ----------------------------------------------------------------------------
     @property
@@ -111,6 +112,7 @@ class _RefExpBuilder(RegionBuilder):
         self.report.add_input(self.instances_path)
         index = CocoIndex.load(self.instances_path, report=self.report, split=split)
         raw_split = SPLIT_TO_RAW[split]
+        self._count_unplaced_refs(refs, split)
         wanted = []
         seen: set[Any] = set()
         for position, ref in enumerate(refs):
@@ -118,6 +120,8 @@ class _RefExpBuilder(RegionBuilder):
                 continue
             with self.skipping(split, f"{self.refs_path.name} ref_id={ref.get('ref_id')} (item {position})"):
                 require_keys(ref, ("ref_id", "ann_id", "image_id", "sentences"), "ref")
+                if not isinstance(ref["ref_id"], int):
+                    raise SkipRecord("wrong_record_type", f"ref_id {ref['ref_id']!r} is not an integer")
                 if ref["ref_id"] in seen:
                     raise SkipRecord("duplicate_id", f"ref_id {ref['ref_id']} appears twice")
                 seen.add(ref["ref_id"])
@@ -136,6 +140,18 @@ class _RefExpBuilder(RegionBuilder):
                     "category_id": ann.get("category_id"), "ref_file_name": ref.get("file_name", "")}
             yield from self._rows(split, str(ref["ref_id"]), self.split_by, image, image_path, target,
                                   sentences, meta, "sent_id")
+
+    def _count_unplaced_refs(self, refs: list[Any], split: str) -> None:
+        """Items that belong to no split (not a dict, unknown ``split``) are counted once, in the first split built."""
+        if self._unplaced_counted:
+            return
+        self._unplaced_counted = True
+        for position, ref in enumerate(refs):
+            with self.skipping(split, f"{self.refs_path.name} item {position}"):
+                if not isinstance(ref, dict):
+                    raise SkipRecord("wrong_record_type", f"item is a {type(ref).__name__}, expected a ref dict")
+                if ref.get("split") not in RAW_TO_SPLIT:
+                    raise SkipRecord("unknown_split", f"ref_id {ref.get('ref_id')} has split {ref.get('split')!r}")
 
     def _refer_target(self, ref: dict[str, Any], index: CocoIndex, split: str, where: str) -> tuple:
         """The ref's annotation, image, region, image path and sentences; :class:`SkipRecord` if unusable."""
