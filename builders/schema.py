@@ -7,13 +7,13 @@ builders call it on every row they write, the trainer on every row it reads.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
 import datasets
+import orjson
 
 from .errors import SchemaError
 from .placeholders import IMAGE_TOKEN, region_refs
@@ -121,8 +121,8 @@ def validate(row: Mapping[str, Any]) -> None:
         fail("references_strings", "references must be a list of strings")
 
     try:
-        meta = json.loads(row["meta"])
-    except json.JSONDecodeError as exc:
+        meta = orjson.loads(row["meta"])
+    except orjson.JSONDecodeError as exc:
         fail("meta_json", f"meta is not JSON: {exc}")
     if not isinstance(meta, dict):
         fail("meta_json", "meta must encode a JSON object")
@@ -163,8 +163,8 @@ def _check_region(region: Any, index: int, width: int, height: int, fail) -> Non
             fail("region_fields", f"{where}.{name} must be a string")
     if region["segmentation"]:
         try:
-            json.loads(region["segmentation"])
-        except json.JSONDecodeError:
+            orjson.loads(region["segmentation"])
+        except orjson.JSONDecodeError:
             fail("segmentation_json", f"{where}.segmentation is neither '' nor JSON")
 
 
