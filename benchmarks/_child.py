@@ -7,6 +7,7 @@ Modes (Visual Genome):
                      validated and written with the same parquet writer: only the reading strategy differs.
 ``floor FILE...``    ``orjson.loads`` of each whole file: the least any reader that parses JSON must pay.
 ``stream FILE``      ``ijson`` streaming of a file's top-level array, nothing else: the builder's parse cost.
+``profile RAW OUT``  the builder under cProfile: the functions with the most own time, as shares of the run.
 """
 
 from __future__ import annotations
@@ -87,6 +88,21 @@ def stream(file: str) -> dict[str, Any]:
     return {"records": records}
 
 
+def profile(raw_root: str, out: str, top: int = 15) -> dict[str, Any]:
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(builder, raw_root, out)
+    stats = pstats.Stats(profiler)
+    total = stats.total_tt
+    entries = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    return {"profiled_seconds": round(total, 1),
+            "top_own_time": [{"function": f"{Path(file).name}:{line}({name})", "own_share": round(tt / total, 3),
+                              "cumulative_share": round(ct / total, 3), "calls": nc}
+                             for (file, line, name), (_, nc, tt, ct, _) in entries]}
+
+
 def peak_rss_mb() -> float:
     """This process's resident-set high-water mark (``VmHWM``), in MiB."""
     with open("/proc/self/status") as handle:
@@ -96,7 +112,7 @@ def peak_rss_mb() -> float:
     raise RuntimeError("VmHWM not found in /proc/self/status (Linux only)")
 
 
-MODES = {"builder": builder, "naive": naive, "floor": floor, "stream": stream}
+MODES = {"builder": builder, "naive": naive, "floor": floor, "stream": stream, "profile": profile}
 
 if __name__ == "__main__":
     result = MODES[sys.argv[1]](*sys.argv[2:])
