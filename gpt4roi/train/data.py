@@ -150,32 +150,43 @@ class MicroBatches(torch.utils.data.IterableDataset):
         """``(m, fetch)`` for every global micro-batch ``m >= start``; ``fetch()`` returns this rank's rows."""
         plan, end = self.plan, self.plan.total_steps * self.plan.accum
         lo, hi = self.rank * self.per_device, (self.rank + 1) * self.per_device
+        if isinstance(self.rows, datasets.IterableDataset):
+            yield from self._streamed(start, end, lo, hi)
+            return
         m = start
         while m < end:
-            epoch, within = divmod(m, plan.micro_per_epoch)
-            if isinstance(self.rows, datasets.IterableDataset):
-                stream = self.rows.shuffle(seed=self.seed, buffer_size=1000)
-                stream.set_epoch(epoch)
-                batch: list[dict] = []
-                for index, row in enumerate(stream):
-                    if index >= plan.micro_per_epoch * plan.micro_rows or m >= end:
-                        break
-                    if index < within * plan.micro_rows:
-                        continue
-                    batch.append(row)
-                    if len(batch) == plan.micro_rows:
-                        yield m, (lambda chunk=batch[lo:hi]: chunk)
-                        batch, m = [], m + 1
-                if m < (epoch + 1) * plan.micro_per_epoch and m < end:
-                    raise ValueError(f"the corpus stream ended early in epoch {epoch}: fewer rows than its "
-                                     f"{plan.steps_per_epoch} steps x global batch need")
-            else:
-                order = epoch_order(len(self.rows), self.seed, epoch)
-                while m < min(end, (epoch + 1) * plan.micro_per_epoch):
-                    first = (m - epoch * plan.micro_per_epoch) * plan.micro_rows
-                    indices = order[first + lo:first + hi]
-                    yield m, (lambda chosen=indices: [self.rows[i] for i in chosen])
-                    m += 1
+            epoch = m // plan.micro_per_epoch
+            order = epoch_order(len(self.rows), self.seed, epoch)
+            while m < min(end, (epoch + 1) * plan.micro_per_epoch):
+                first = (m - epoch * plan.micro_per_epoch) * plan.micro_rows
+                indices = order[first + lo:first + hi]
+                yield m, (lambda chosen=indices: [self.rows[i] for i in chosen])
+                m += 1
+
+    def _streamed(self, start: int, end: int, lo: int, hi: int) -> Iterator[tuple[int, Callable[[], list[dict]]]]:
+        """A stream's micro-batches: epoch after epoch of the (buffer-shuffled) stream, incomplete tails dropped.
+
+        Its length is unknown, so reaching micro-batch ``start`` means reading (not decoding) the rows before it.
+        """
+        m, epoch = 0, 0
+        while m < end:
+            stream = self.rows.shuffle(seed=self.seed, buffer_size=1000)
+            stream.set_epoch(epoch)
+            batch: list[dict] = []
+            produced = m
+            for row in stream:
+                batch.append(row)
+                if len(batch) < self.plan.micro_rows:
+                    continue
+                if m >= start:
+                    yield m, (lambda chunk=batch[lo:hi]: chunk)
+                batch, m = [], m + 1
+                if m >= end:
+                    return
+            if m == produced:
+                raise ValueError(f"the corpus stream holds fewer rows than one global micro-batch "
+                                 f"({self.plan.micro_rows})")
+            epoch += 1
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
@@ -194,7 +205,7 @@ def make_plan(num_rows: int | None, settings_epochs: int, max_steps: int, global
     if num_rows is None:
         if max_steps < 1:
             raise ValueError("a corpus of unknown length (streaming) needs train.max_steps")
-        steps_per_epoch = max_steps
+        steps_per_epoch = max_steps  # nominal: a stream starts its next epoch when it runs out
     else:
         steps_per_epoch = num_rows // global_batch
         if steps_per_epoch < 1:
