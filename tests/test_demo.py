@@ -33,3 +33,12 @@ def test_synth_command_writes_a_world_and_rejects_an_unknown_scale(tmp_path, cap
     assert main(["synth", f"out={tmp_path / 'x'}", "scale=huge"]) == 1
     assert "unknown scale 'huge'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_synth_refuses_to_replace_a_folder_that_is_not_a_world(tmp_path, capsys):
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert main(["synth", f"out={precious}", "scale=tiny"]) == 1
+    assert "refusing to replace" in capsys.readouterr().err
+    assert (precious / "notes.txt").read_text() == "keep me"

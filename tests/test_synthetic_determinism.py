@@ -60,5 +60,5 @@ def test_vg_full_is_deterministic(tmp_path):
     for name, seed in (("a", 0), ("b", 0), ("c", 5)):
         synthesize(tmp_path / name, "vg_full", seed=seed, vg_images=50)
     a, b, c = (file_digests(tmp_path / name) for name in "abc")
-    assert a == b and len(a) == 6
+    assert a == b and len(a) == 7  # six VG files + world.json
     assert all(a[name] != c[name] for name in a if name != "vg/image_data.json")

@@ -33,6 +33,7 @@ SOURCE_RELEASE = {"coco": "coco", "refcoco": "refer", "refcoco+": "refer", "refc
 SOURCE_OPTIONS: dict[str, dict[str, Any]] = {"llava": {"class_names": list(SHAPES)},
                                              "vg": {"test_image_ids": "test_image_ids.txt"}}
 SCALE_NAMES = (*SCALES, "vg_full")
+MANIFEST = "world.json"  # ground truth of every scene; also marks a folder as a synthetic world
 
 
 def synthesize(out: str | Path, scale: str = "tiny", seed: int = 0, *, variants: bool = True,
@@ -44,6 +45,10 @@ def synthesize(out: str | Path, scale: str = "tiny", seed: int = 0, *, variants:
     """
     if scale not in SCALE_NAMES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALE_NAMES)}")
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ValueError(f"refusing to replace {out}: it is not empty and holds no {MANIFEST} "
+                         "(the synthetic world replaces its output folder; pick a new or empty one)")
     summary: dict[str, dict[str, Any]] = {}
     with atomic_directory(out) as tmp:
         if scale == "vg_full":
@@ -51,6 +56,8 @@ def synthesize(out: str | Path, scale: str = "tiny", seed: int = 0, *, variants:
             counts = write_vg_full(tmp / "vg", seed, **({"images": vg_images} if vg_images else {}),
                                    progress=progress)
             summary["vg"] = {**counts, "seconds": time.perf_counter() - started}
+            (tmp / MANIFEST).write_bytes(orjson.dumps({"seed": seed, "scale": scale, "vg": counts, "scenes": []},
+                                                      option=orjson.OPT_INDENT_2))
         else:
             world = World(seed, scale)
             for name, write in RELEASES.items():
@@ -59,5 +66,5 @@ def synthesize(out: str | Path, scale: str = "tiny", seed: int = 0, *, variants:
                 if variants and name in CONVERTERS:
                     counts.update(CONVERTERS[name](tmp / name))
                 summary[name] = {**counts, "seconds": time.perf_counter() - started}
-            (tmp / "world.json").write_bytes(orjson.dumps(world.manifest(tmp), option=orjson.OPT_INDENT_2))
+            (tmp / MANIFEST).write_bytes(orjson.dumps(world.manifest(tmp), option=orjson.OPT_INDENT_2))
     return summary
