@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from .build import build_source
@@ -66,7 +68,7 @@ class Settings:
     iou: float = 0.9
     phash: str | None = None
     max_hash_distance: int = 0
-    validate: bool = True
+    validate: bool = False
     card: bool = True
     plots: bool = True
     progress: bool = True
@@ -192,6 +194,30 @@ def repeated(table: pa.Table, times: int) -> pa.Table:
     return pa.concat_tables(parts)
 
 
+def _rows_of(batch: pa.RecordBatch, rows: np.ndarray) -> pa.Table:
+    table = pa.Table.from_batches([batch])
+    return table if len(rows) == batch.num_rows else table.take(pa.array(rows, type=pa.int64()))
+
+
+def is_schema_shard(path: Path, max_bytes: int) -> bool:
+    """Whether a parquet file could be a corpus shard as it is: exactly the schema's Arrow schema, and no
+    bigger (uncompressed, as :class:`ShardedParquetWriter` measures) than a corpus shard may be."""
+    handle = pq.ParquetFile(path)
+    size = sum(handle.metadata.row_group(i).total_byte_size for i in range(handle.metadata.num_row_groups))
+    return size <= max_bytes and handle.schema_arrow.equals(FEATURES.arrow_schema, check_metadata=False)
+
+
+def copy_shards(files: SplitFiles, folder: Path) -> list[Path]:
+    """Copy a split's shards into ``folder`` under the Hub names ``<split>-NNNNN-of-NNNNN.parquet``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = []
+    for index, path in enumerate(files.paths):
+        target = folder / f"{files.split}-{index:05d}-of-{len(files.paths):05d}.parquet"
+        shutil.copyfile(path, target)
+        targets.append(target)
+    return targets
+
+
 def validate_table(table: pa.Table) -> None:
     for row in table.to_pylist():
         validate(row)
@@ -275,10 +301,17 @@ class Assembler:
                 pool: Candidates, position: int) -> None:
         """Add the batch's rows that survive the variant filter, dedup and decontamination to ``pool``."""
         variants = batch.column("variant").to_pylist() if entry.variants else None
+        counts.read += batch.num_rows
+        ids = batch.column("id").to_pylist() if entry.sample is not None else None
+        if not self.settings.dedup and not self.checker.index.entries:  # nothing to look at but variants
+            for offset in range(batch.num_rows):
+                if variants is not None and variants[offset] not in entry.variants:
+                    counts.other_variants += 1
+                    continue
+                pool.add(position + offset, None, sample_rank(self.settings.seed, ids[offset]) if ids else None)
+            return
         images = list(batch_images(batch))
         digests = row_digests(batch, images) if self.settings.dedup else [None] * len(images)
-        ids = batch.column("id").to_pylist() if entry.sample is not None else None
-        counts.read += len(images)
         for offset, (image, digest) in enumerate(zip(images, digests, strict=True)):
             if variants is not None and variants[offset] not in entry.variants:
                 counts.other_variants += 1
@@ -299,47 +332,75 @@ class Assembler:
                 pool.contaminated[position + offset] = (image.primary, hits)
 
     def _assemble(self, entry: Entry, build: Build, split: str) -> EntryCounts:
+        """Decide which rows of the split to write, then write them.
+
+        Without ``sample`` each batch is decided and written in one read. When the entry could be a verbatim
+        copy (no sample, repeat, embedding or validation), the first read only decides and counts; if every
+        row survived, the build's shards are copied byte for byte (assembly at raw copy speed), otherwise a
+        second read writes the survivors.
+        """
         counts = EntryCounts()
         files = build.splits[split]
         pool = Candidates()
+        writer = ShardedParquetWriter(self.folder / entry.name, split, FEATURES, self.settings.max_shard_bytes)
+        verbatim = self._may_copy(entry, files)
+        bar = tqdm(desc=f"{entry.name}/{split}", unit=" rows", disable=not self.settings.progress,
+                   dynamic_ncols=True)
         position = 0
         for batch in files.batches(batch_rows=self.settings.batch_rows):
+            before = len(pool.positions)
             self._decide(entry, split, batch, counts, pool, position)
+            kept = np.asarray(pool.positions[before:], dtype=np.int64) - position
+            if verbatim:
+                self.stats.add(entry.name, _rows_of(batch, kept))
+            elif entry.sample is None:
+                bar.update(self._emit(entry, build, split, writer, batch, kept))
             position += batch.num_rows
-        counts.candidates = len(pool.positions)
         positions = pool.sample(entry.sample)
-        counts.sampled = len(positions)
+        counts.candidates, counts.sampled = len(pool.positions), len(positions)
+        if verbatim and counts.candidates == counts.read:
+            paths = copy_shards(files, self.folder / entry.name)
+            counts.written = counts.read
+            bar.update(counts.written)
+        else:
+            if verbatim or entry.sample is not None:
+                start = 0
+                for batch in files.batches(batch_rows=self.settings.batch_rows):
+                    lo, hi = np.searchsorted(positions, [start, start + batch.num_rows])
+                    bar.update(self._emit(entry, build, split, writer, batch, positions[lo:hi] - start,
+                                          stats=not verbatim))
+                    start += batch.num_rows
+            paths = writer.close()
+            counts.written = writer.rows
+        bar.close()
         self.seen[split].update(pool.digests_of(positions))
         for pos in positions.tolist():
             primary, hits = pool.contaminated.get(pos, ("", _CLEAN))
             self.checker.record(entry.name, primary, hits, copies=entry.repeat)
-        counts.written = self._write(entry, build, split, files, positions)
-        return counts
-
-    def _write(self, entry: Entry, build: Build, split: str, files: SplitFiles, wanted: np.ndarray) -> int:
-        writer = ShardedParquetWriter(self.folder / entry.name, split, FEATURES, self.settings.max_shard_bytes)
-        start = 0
-        bar = tqdm(total=len(wanted) * entry.repeat, desc=f"{entry.name}/{split}", unit=" rows",
-                   disable=not self.settings.progress, dynamic_ncols=True)
-        for batch in files.batches(batch_rows=self.settings.batch_rows):
-            stop = start + batch.num_rows
-            lo, hi = np.searchsorted(wanted, [start, stop])
-            if hi > lo:
-                table = pa.Table.from_batches([batch]).take(pa.array(wanted[lo:hi] - start))
-                table = repeated(table, entry.repeat)
-                if self.settings.embed_images:
-                    table = embed_images(table, build.raw_root, f"{build.folder} ({entry.name}/{split})")
-                if self.settings.validate:
-                    validate_table(table)
-                writer.write_table(table)
-                self.stats.add(entry.name, table)
-                bar.update(table.num_rows)
-            start = stop
-        bar.close()
-        paths = writer.close()
         self.files[entry.name][split] = [path.relative_to(self.folder).as_posix() for path in paths]
         self.bytes[entry.name][split] = sum(path.stat().st_size for path in paths)
-        return writer.rows
+        return counts
+
+    def _may_copy(self, entry: Entry, files: SplitFiles) -> bool:
+        """Whether the build's shards could become the entry's shards unchanged."""
+        settings = self.settings
+        return (entry.sample is None and entry.repeat == 1 and not settings.embed_images and not settings.validate
+                and all(is_schema_shard(path, settings.max_shard_bytes) for path in files.paths))
+
+    def _emit(self, entry: Entry, build: Build, split: str, writer: ShardedParquetWriter,
+              batch: pa.RecordBatch, rows: np.ndarray, *, stats: bool = True) -> int:
+        """Write the rows at ``rows`` (indices into ``batch``), repeated, embedded and validated as set."""
+        if not len(rows):
+            return 0
+        table = repeated(_rows_of(batch, rows), entry.repeat)
+        if self.settings.embed_images:
+            table = embed_images(table, build.raw_root, f"{build.folder} ({entry.name}/{split})")
+        if self.settings.validate:
+            validate_table(table)
+        writer.write_table(table)
+        if stats:
+            self.stats.add(entry.name, table)
+        return table.num_rows
 
 
 def eval_splits(recipe: Recipe, builds: dict[BuildSpec, Build]) -> list[tuple[str, SplitFiles]]:

@@ -72,6 +72,27 @@ def _offsets(column: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
     return column.flatten(), np.diff(offsets)
 
 
+_ASCII_SPACE = np.zeros(256, dtype=bool)
+_ASCII_SPACE[[9, 10, 11, 12, 13, 32]] = True
+
+
+def count_words(text: pa.Array) -> int:
+    """Whitespace-separated words in a string array, counted on its UTF-8 buffer (word starts: a non-space
+    byte after a space or at a string's start). Same as ``len(s.split())`` summed, for ASCII whitespace."""
+    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    offsets = np.frombuffer(text.buffers()[1], dtype=width)[text.offset:text.offset + len(text) + 1]
+    start, stop = int(offsets[0]), int(offsets[-1])
+    if stop <= start:
+        return 0
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[start:stop]
+    space = _ASCII_SPACE[data]
+    after_space = np.empty_like(space)
+    after_space[0] = True
+    after_space[1:] = space[:-1]
+    after_space[offsets[:-1] - start] = True  # each string starts a fresh word
+    return int(np.count_nonzero(~space & after_space))
+
+
 def table_stats(table: pa.Table) -> Stats:
     """The statistics of every row of ``table`` (schema columns ``regions``, ``conversations``, sizes)."""
     stats = Stats(rows=table.num_rows)
@@ -85,7 +106,7 @@ def table_stats(table: pa.Table) -> Stats:
     values, turn_counts = _offsets(table.column("conversations"))
     stats.turns = int(turn_counts.sum())
     text = pc.struct_field(values, "value")
-    stats.words = int(pc.sum(pc.count_substring_regex(text, r"\S+")).as_py() or 0)
+    stats.words = count_words(text)
 
     if stats.regions:
         boxes = pc.struct_field(regions, "bbox").flatten().to_numpy(zero_copy_only=False)
@@ -113,8 +134,9 @@ class CorpusStats:
 
     def add(self, config: str, table: pa.Table) -> None:
         tasks = table.column("task")
-        for task in pc.unique(tasks).to_pylist():
-            part = table.filter(pc.equal(tasks, task))
+        names = pc.unique(tasks).to_pylist()
+        for task in names:
+            part = table if len(names) == 1 else table.filter(pc.equal(tasks, task))
             self.by_config_task[(config, task)].merge(table_stats(part))
 
     def configs(self) -> list[str]:

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from corpus_rows import schema_row, write_build
 
+from builders import corpus as corpus_module
 from builders.corpus import Settings, assemble
 from builders.recipe import RecipeError, parse_recipe
 
@@ -213,3 +214,22 @@ def test_report_is_written_beside_the_card(tmp_path):
     report = json.loads((tmp_path / "out" / "corpus_report.json").read_text())
     assert report["entries"]["vg"]["train"]["written"] == 3
     assert (tmp_path / "out" / "README.md").is_file()
+
+
+def test_an_entry_keeping_every_row_copies_the_build_shards_verbatim(tmp_path, monkeypatch):
+    copies = []
+    original = corpus_module.copy_shards
+    monkeypatch.setattr(corpus_module, "copy_shards", lambda files, folder: copies.append(folder) or original(files, folder))
+    build = _numbered_build(tmp_path / "b", 20)
+    shard = build / "data" / "train-00000-of-00001.parquet"
+    _run(tmp_path, {"vg": {"builder": "vg", "build": str(build)}}, name="copied")
+    assert len(copies) == 1 and copies[0].name == "vg" and copies[0].parent.name.startswith(".copied.tmp-")
+    assert (tmp_path / "copied" / "vg" / "train-00000-of-00001.parquet").read_bytes() == shard.read_bytes()
+    # validating (like sampling, repeating, dropping a row) writes the rows anew: same rows, same statistics
+    report = _run(tmp_path, {"vg": {"builder": "vg", "build": str(build)}}, name="validated", validate=True)
+    assert len(copies) == 1
+    assert _ids(tmp_path / "validated", "vg") == _ids(tmp_path / "copied", "vg") == [f"vg:train:{k}" for k in range(20)]
+    assert report["statistics"]["vg/region_caption"]["rows"] == 20
+    # a build whose shards exceed the corpus shard bound is re-cut, not copied
+    _run(tmp_path, {"vg": {"builder": "vg", "build": str(build)}}, name="recut", max_shard_bytes=1000, batch_rows=5)
+    assert len(copies) == 1 and len(list((tmp_path / "recut" / "vg").glob("*.parquet"))) > 1
