@@ -302,3 +302,15 @@ def test_parse_caption_rejects(line, reason, detail):
     with pytest.raises(SkipRecord, match=detail) as caught:
         parse_caption(line)
     assert caught.value.reason == reason
+
+
+def test_entity_expansion_bomb_is_refused(flickr_root, tmp_path):
+    """A 'billion laughs' XML (10^9 expanded characters) is refused by expat as malformed, not expanded."""
+    entities = ['<!ENTITY e0 "lollollollol">'] + [
+        f'<!ENTITY e{k} "{("&e" + str(k - 1) + ";") * 10}">' for k in range(1, 10)]
+    bomb = (f'<?xml version="1.0"?><!DOCTYPE annotation [{"".join(entities)}]>'
+            "<annotation><size><width>&e9;</width><height>1</height></size></annotation>")
+    (flickr_root / "Annotations" / f"{GIRL}.xml").write_text(bomb)
+    report = build(flickr_root, tmp_path / "out")
+    assert report.skipped["train"]["malformed_xml"] == 1
+    assert "amplification" in report.skip_examples["malformed_xml"][0]
