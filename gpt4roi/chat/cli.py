@@ -88,9 +88,10 @@ def _command(session: Session, line: str, limits: ImageLimits, out: TextIO) -> b
     return True
 
 
-def run_terminal(session: Session, *, lines: Iterable[str] | None = None, out: TextIO = sys.stdout,
+def run_terminal(session: Session, *, lines: Iterable[str] | None = None, out: TextIO | None = None,
                  limits: ImageLimits | None = None, prompt: bool = True) -> int:
-    """Chat over ``lines`` (standard input by default), writing to ``out``; returns the exit status."""
+    """Chat over ``lines`` (standard input by default), writing to ``out`` (standard output by default)."""
+    out = out or sys.stdout
     limits = limits or ImageLimits()
     source = iter(lines) if lines is not None else None
     print("GPT4RoI region chat. /help lists the commands.", file=out)

@@ -54,7 +54,6 @@ def _from_config(spec: str) -> tuple[Any, Any, str]:
     from omegaconf import OmegaConf
 
     from ..cli import config_dir
-    from ..modeling.factory import build_model
 
     configs = config_dir() / "model"
     path = configs / f"{spec}.yaml"
@@ -62,6 +61,8 @@ def _from_config(spec: str) -> tuple[Any, Any, str]:
         known = sorted(p.stem for p in configs.glob("*.yaml"))
         raise ValueError(f"model={spec!r} is neither {GEOMETRY!r}, a folder, nor a model config "
                          f"(conf/model/ has: {', '.join(known) or 'none'})")
+    from ..modeling.factory import build_model
+
     cfg = OmegaConf.load(path)
     model, processor = build_model(cfg)
     weights = cfg.get("pretrained") or "randomly initialised"
@@ -69,12 +70,16 @@ def _from_config(spec: str) -> tuple[Any, Any, str]:
 
 
 def _from_folder(folder: Path) -> tuple[Any, Any, str]:
-    from ..modeling.factory import build_model, load_pretrained
-
     for candidate in (folder, folder / "hf"):
         if (candidate / "config.json").is_file():
+            from ..modeling.factory import load_pretrained
+
             model, processor = load_pretrained(candidate)
             return model, processor, f"GPT4RoI from {candidate}"
+    # Checked before importing the training package, which is slow to import.
+    if not any(path.exists() for path in (folder / "state.json", folder / "final", folder / "checkpoints")):
+        raise ValueError(f"model={folder}: not a saved model (no config.json in it or in hf/) nor a training "
+                         "checkpoint (no state.json, final/ or checkpoints/)")
     from ..train import checkpoint
 
     try:
@@ -84,6 +89,8 @@ def _from_folder(folder: Path) -> tuple[Any, Any, str]:
     identity = checkpoint.read_state(found).get("model")
     if not isinstance(identity, dict):
         raise ValueError(f"model={folder}: {found}/state.json names no model config")
+    from ..modeling.factory import build_model
+
     model, processor = build_model(identity)
     checkpoint.load_weights(found, model, identity)
     return model, processor, f"GPT4RoI {identity.get('name', '')} from {found}".replace("  ", " ")
