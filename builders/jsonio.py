@@ -49,10 +49,10 @@ def iter_json_array(path: str | Path, prefix: str = "item") -> Iterator[Any]:
                 yield item
                 done += 1
         except ijson.common.IncompleteJSONError as exc:
-            raise SourceFileError(path, f"invalid or truncated JSON: {exc}", position=f"after record {done}",
+            raise SourceFileError(path, f"invalid or truncated JSON: {exc}", position=f"record {done + 1}",
                                   expected="a complete JSON array") from exc
         except UnicodeDecodeError as exc:
-            raise SourceFileError(path, f"invalid UTF-8: {exc.reason}", position=f"after record {done}",
+            raise SourceFileError(path, f"invalid UTF-8: {exc.reason}", position=f"record {done + 1}",
                                   expected="UTF-8 text") from exc
 
 

@@ -159,7 +159,7 @@ def test_truncated_json_and_nan_literal_are_errors(vg_files, tmp_path):
     image_data, records = vg_files
     text = json.dumps(records)
     root = write_release(tmp_path / "raw", image_data, records, raw_regions=text[: len(text) // 2])
-    with pytest.raises(SourceFileError, match=r"region_descriptions\.json at after record 1: invalid or truncated"):
+    with pytest.raises(SourceFileError, match=r"region_descriptions\.json at record 2: invalid or truncated"):
         build_source("vg", root, tmp_path / "out", progress=False)
     records[0]["regions"][0]["x"] = float("nan")  # json.dumps writes the non-JSON literal NaN
     write_release(root, image_data, records)

@@ -119,7 +119,7 @@ def test_streaming_reader_errors(tmp_path):
     assert [item["id"] for item in iter_json_array(good)] == [1, 2]
     truncated = tmp_path / "truncated.json"
     truncated.write_text('[{"id": 1}, {"id": 2')
-    with pytest.raises(SourceFileError, match="after record 1"):
+    with pytest.raises(SourceFileError, match="at record 2: invalid or truncated"):
         list(iter_json_array(truncated))
     not_array = tmp_path / "object.json"
     not_array.write_text('{"id": 1}')
