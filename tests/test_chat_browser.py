@@ -138,7 +138,7 @@ def wait_for_answer(page, count: int) -> str:
     return page.locator(".turn.gpt").nth(count - 1).text_content()
 
 
-@pytest.mark.parametrize("model_name", ["geometry", pytest.param("tiny", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("model_name", ["tiny", "geometry"])
 def test_draw_two_boxes_and_ask_about_them(page, tmp_path, model_name):
     inner, name = (BoxGeometryModel(), "BoxGeometryModel") if model_name == "geometry" else \
         load_chat_model("tiny", max_new_tokens=8)
