@@ -252,3 +252,26 @@ def test_edit_boxes_talk_over_rounds_and_see_errors(page, tmp_path):
         page.wait_for_selector("#error:not([hidden])")
         assert page.text_content("#error").startswith("notes.png: not an image that can be read")
         page.screenshot(path=str(tmp_path / "edited.png"))
+
+
+def test_a_model_failure_is_shown_in_the_page(page):
+    class Failing:
+        def stream(self, row):
+            yield "Looking at "
+            raise RuntimeError("CUDA out of memory")
+
+    with serve(Failing(), "failing") as url:
+        open_page(page, url)
+        page.fill("#message", "Hello?")
+        page.click("#send")
+        page.wait_for_selector("#error:not([hidden])")
+        assert page.text_content("#error") == "no image yet: upload an image or pick an example first"
+
+        page.select_option("#examples", "synthetic-2")
+        page.wait_for_function("document.getElementById('placeholder').hidden")
+        page.click("#send")
+        page.wait_for_function("document.getElementById('error').textContent.includes('CUDA')")
+        assert page.text_content("#error") == "the model failed: RuntimeError: CUDA out of memory"
+        assert page.locator(".turn").count() == 0  # the failed round is not shown as part of the conversation
+        assert page.input_value("#message") == "Hello?"  # the question is kept to try again
+        assert page.is_enabled("#send")
