@@ -171,3 +171,26 @@ def test_sharded_writer_names_shards_hub_style(tmp_path, schema_row):
     loaded = datasets.load_dataset(str(tmp_path), split="train")
     assert sorted(loaded["id"]) == [row["id"] for row in rows]
     assert loaded.features["image"].decode is False
+
+
+def test_writer_encoding_matches_datasets_encode_example(tmp_path, schema_row):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from builders.schema import FEATURES
+
+    png = io.BytesIO()
+    Image.new("RGB", (4, 3), "red").save(png, format="PNG")
+    images = ["train2017/a.jpg", {"path": "b.jpg", "bytes": None}, Image.open(io.BytesIO(png.getvalue()))]
+    rows = []
+    for k, image in enumerate(images):
+        row = dict(schema_row, id=f"coco:train:{k}", image=image)
+        rows.append(row)
+    writer = ShardedParquetWriter(tmp_path / "data", "train")
+    writer.write_all(rows)
+    (path,) = writer.close()
+    expected = pa.Table.from_pylist([FEATURES.encode_example(row) for row in rows], schema=FEATURES.arrow_schema)
+    assert pq.read_table(path).equals(expected)
