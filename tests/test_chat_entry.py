@@ -74,6 +74,7 @@ def ask_twice(model) -> list[tuple[dict, str]]:
     return list(zip(rows, answers, strict=True))
 
 
+@pytest.mark.slow  # three generations: ~16-30 s on a busy 2-core machine
 def test_the_tiny_gpt4roi_answers_the_chat_rows(tiny):
     from gpt4roi.modeling.inference import generate_for_rows
 
