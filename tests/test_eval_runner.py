@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from html.parser import HTMLParser
 from pathlib import Path
@@ -140,16 +141,6 @@ def world(tmp_path_factory, realdata) -> Path:
     return root
 
 
-def run_cli(*args: str, env_extra: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'tests'}{os.pathsep}{REPO}", "HF_HUB_OFFLINE": "1",
-           **(env_extra or {})}
-    result = subprocess.run([sys.executable, "-m", "gpt4roi.cli", *args], capture_output=True, text=True, env=env,
-                            cwd=REPO, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"gpt4roi {args[0]} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 def roc_override(world_root: Path, realdata: Path) -> list[str]:
     annotation = realdata / "coco" / "coco_mini_2017" / "instances_train2017.json"
     return [f"+task_overrides.roc_semantic.dataset.annotation={annotation}",
@@ -187,13 +178,14 @@ class SlowCountingModel(EvalModel):
         return [-float(len(r.continuation)) for r in requests]
 
 
-def test_text_similarity_end_to_end_and_leaderboard(world, realdata, tmp_path):
-    out = tmp_path / "results"
-    common = [f"data_root={world}", f"output_dir={out}", "batch_size=4", "progress=false",
-              *roc_override(world, realdata)]
-    run_cli("eval", "model=text_similarity", "tasks=[vcr_qa,vcr_qar,vcr_q_ar,refcocog_reg,roc_semantic]", *common)
-    run_cli("eval", "model=chance", "tasks=[vcr_qa,vcr_qar,vcr_q_ar,refcocog_reg,roc_semantic]", *common)
+def gpt4roi(*args: str) -> None:
+    """``gpt4roi <args>`` in this process (the sentence encoder and METEOR's JVM are shared across runs)."""
+    from gpt4roi.cli import main
 
+    assert main(list(args)) == 0
+
+
+def check_vcr(out: Path) -> None:
     qa = json.loads((out / "text_similarity" / "vcr_qa.json").read_text())
     assert qa["n"] == 16 and qa["task_info"]["split"] == "validation"
     assert 0 <= qa["ci95"]["accuracy"][0] <= qa["metrics"]["accuracy"] <= qa["ci95"]["accuracy"][1] <= 100
@@ -205,30 +197,69 @@ def test_text_similarity_end_to_end_and_leaderboard(world, realdata, tmp_path):
     assert len(predictions) == 16 and all(p["scores"]["accuracy"] in (0, 100) for p in predictions)
     assert qa["metrics"]["accuracy"] == pytest.approx(sum(p["correct"] for p in predictions) / 16 * 100)
 
-    q_ar = json.loads((out / "text_similarity" / "vcr_q_ar.json").read_text())
-    qar = [json.loads(line) for line in (out / "text_similarity" / "vcr_qar.predictions.jsonl").open()]
-    both = {p["annot_id"] for p in predictions if p["correct"]} & {p["annot_id"] for p in qar if p["correct"]}
-    assert q_ar["metrics"]["accuracy"] == pytest.approx(100 * len(both) / 16)
-    assert q_ar["requests"]["answered_now"] == 0  # its requests are vcr_qa's and vcr_qar's, already cached
 
-    caption = json.loads((out / "text_similarity" / "refcocog_reg.json").read_text())
-    assert set(caption["metrics"]) >= {"Bleu_4", "METEOR", "ROUGE_L", "CIDEr"}
-    assert "SPICE" in caption["metrics"] or "SPICE" in caption["extra"]["unavailable"]
-    chance_caption = json.loads((out / "chance" / "refcocog_reg.json").read_text())
-    assert chance_caption["metrics"]["CIDEr"] == 0 < caption["metrics"]["CIDEr"]
-
+def check_roc(out: Path, realdata: Path) -> None:
     roc = json.loads((out / "text_similarity" / "roc_semantic.json").read_text())
     assert roc["n"] > 10 and set(roc["metrics"]) == {"SS", "S-IoU"}
-    roc_rows = [json.loads(line) for line in (out / "text_similarity" / "roc_semantic.predictions.jsonl").open()]
-    # the category is hidden from the model: the floor answers the most frequent COCO training category
-    assert len({r["prediction"] for r in roc_rows}) == 1
+    rows = [json.loads(line) for line in (out / "text_similarity" / "roc_semantic.predictions.jsonl").open()]
+    # the category is hidden from the model: the floor answers the most frequent training category
+    coco = json.loads((realdata / "coco" / "coco_mini_2017" / "instances_train2017.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    counts = Counter(names[a["category_id"]] for a in coco["annotations"] if not a.get("iscrowd"))
+    assert {r["prediction"] for r in rows} == {counts.most_common(1)[0][0]}
+    hits = [r for r in rows if r["gold"] == r["prediction"]]
+    assert hits and all(r["scores"]["SS"] == pytest.approx(100, abs=1e-3) for r in hits)
 
-    board = tmp_path / "board"
-    result = run_cli("leaderboard", f"results={out}", f"output_dir={board}", "reference=true")
-    assert "text_similarity" in result.stdout and "| model |" in result.stdout
-    check_html(board / "leaderboard.html", models={"text_similarity", "chance"})
-    csv_text = (board / "leaderboard.csv").read_text()
-    assert "reported" in csv_text and "measured" in csv_text
+
+def check_leaderboard(out: Path, board: Path, capsys, models: set[str]) -> None:
+    capsys.readouterr()
+    gpt4roi("leaderboard", f"results={out}", f"output_dir={board}", "reference=true")
+    printed = capsys.readouterr().out
+    assert "| text_similarity |" in printed and printed.startswith("## Measured")
+    assert printed.index("## Measured") < printed.index("## Reported")
+    check_html(board / "leaderboard.html", models=models)
+    kinds = Counter(line.split(",")[0] for line in (board / "leaderboard.csv").read_text().splitlines()[1:])
+    assert kinds["measured"] > 0 and kinds["reported"] > 0
+
+
+def test_end_to_end_vcr_roc_and_leaderboard(world, realdata, tmp_path, capsys):
+    out = tmp_path / "results"
+    common = [f"data_root={world}", f"output_dir={out}", "batch_size=4", "progress=false",
+              *roc_override(world, realdata)]
+    gpt4roi("eval", "model=text_similarity", "tasks=[vcr_qa,vcr_qar,roc_semantic]", *common)
+    gpt4roi("eval", "model=text_similarity", "tasks=[vcr_q_ar]", *common)
+    gpt4roi("eval", "model=chance", "tasks=[vcr_qa,vcr_qar,vcr_q_ar,roc_semantic]", *common)
+    check_vcr(out)
+    check_roc(out, realdata)
+
+    q_ar = json.loads((out / "text_similarity" / "vcr_q_ar.json").read_text())
+    qa = [json.loads(line) for line in (out / "text_similarity" / "vcr_qa.predictions.jsonl").open()]
+    qar = [json.loads(line) for line in (out / "text_similarity" / "vcr_qar.predictions.jsonl").open()]
+    both = {p["annot_id"] for p in qa if p["correct"]} & {p["annot_id"] for p in qar if p["correct"]}
+    assert q_ar["metrics"]["accuracy"] == pytest.approx(100 * len(both) / 16)
+    assert q_ar["requests"]["answered_now"] == 0  # its requests are vcr_qa's and vcr_qar's, already cached
+    check_leaderboard(out, tmp_path / "board", capsys, {"text_similarity", "chance"})
+
+
+@pytest.mark.slow
+def test_end_to_end_with_captioning(world, realdata, tmp_path, capsys):
+    """The issue's command: ``gpt4roi eval model=text_similarity tasks=[vcr_qa,vcr_qar,refcocog_reg,roc_semantic]``."""
+    out = tmp_path / "results"
+    common = [f"data_root={world}", f"output_dir={out}", "batch_size=4", "progress=false",
+              *roc_override(world, realdata)]
+    gpt4roi("eval", "model=text_similarity", "tasks=[vcr_qa,vcr_qar,refcocog_reg,roc_semantic]", *common)
+    gpt4roi("eval", "model=chance", "tasks=[refcocog_reg]", *common)
+    check_vcr(out)
+    check_roc(out, realdata)
+    caption = json.loads((out / "text_similarity" / "refcocog_reg.json").read_text())
+    assert caption["n"] == 12 and set(caption["metrics"]) >= {"Bleu_4", "METEOR", "ROUGE_L", "CIDEr"}
+    assert "SPICE" in caption["metrics"] or "SPICE" in caption["extra"]["unavailable"]
+    rows = [json.loads(line) for line in (out / "text_similarity" / "refcocog_reg.predictions.jsonl").open()]
+    train_captions = {c for captions in CATEGORIES.values() for c in captions}
+    assert all(r["prediction"] in train_captions for r in rows)  # a training caption, as the floor promises
+    chance = json.loads((out / "chance" / "refcocog_reg.json").read_text())
+    assert chance["metrics"]["CIDEr"] == 0 < caption["metrics"]["CIDEr"]
+    check_leaderboard(out, tmp_path / "board", capsys, {"text_similarity", "chance"})
 
 
 class _Tables(HTMLParser):
@@ -267,11 +298,15 @@ def check_html(path: Path, models: set[str]) -> None:
     header = measured[0]
     assert header[0] == "model"
     assert {row[0] for row in measured[1:]} == models
-    vcr_column = header.index("vcr_qa accuracy")
+    qa_column = header.index("vcr_qa accuracy")
+    assert next(row for row in measured[1:] if row[0] == "text_similarity")[qa_column] != "–"
     for row in measured[1:]:
-        value, interval = row[vcr_column].split(" ", 1)
-        low, high = (float(v) for v in interval.strip("[]").split(","))
-        assert low <= float(value) <= high
+        for text in row[1:]:
+            if text == "–":  # the model was not run on that task
+                continue
+            value, interval = text.split(" ", 1)
+            low, high = (float(v) for v in interval.strip("[]").split(","))
+            assert low - 1e-6 <= float(value) <= high + 1e-6
     reported = next(table for table in parser.tables[1:] if table[0][0] == "reported model")
     assert any(row[0] == "GPT4RoI-7B" and "87.4" in " ".join(row) for row in reported[1:])
     assert parser.images and all(src.startswith("data:image/png;base64,") for src in parser.images)
@@ -289,45 +324,44 @@ def _cached(cache: Path) -> set[str]:
 
 def test_killed_run_resumes_without_recomputing(world, tmp_path):
     out, log1, log2 = tmp_path / "results", tmp_path / "calls1.txt", tmp_path / "calls2.txt"
+    total = 16 + 16  # vcr_qa and vcr_qar requests
     common = ["model=chance", "model._target_=test_eval_runner.SlowCountingModel", "~model.seed",
-              f"data_root={world}", f"output_dir={out}", "batch_size=2", "progress=false",
-              "tasks=[vcr_qa,refcocog_reg]"]
+              f"data_root={world}", "batch_size=2", "progress=false", "tasks=[vcr_qa,vcr_qar]"]
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'tests'}{os.pathsep}{REPO}", "HF_HUB_OFFLINE": "1"}
-    slow = subprocess.Popen([sys.executable, "-m", "gpt4roi.cli", "eval", *common, f"+model.log={log1}",
-                             "+model.delay=0.4"], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    slow = subprocess.Popen([sys.executable, "-m", "gpt4roi.cli", "eval", *common, f"output_dir={out}",
+                             f"+model.log={log1}", "+model.delay=0.4"], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     cache = out / "cache.sqlite"
     deadline = time.time() + 300
     while len(_cached(cache)) < 6:
         assert slow.poll() is None, f"run ended before it could be killed: {slow.stdout.read().decode()}"
         assert time.time() < deadline, "the slow run cached nothing in time"
-        time.sleep(0.1)
+        time.sleep(0.05)
     slow.send_signal(signal.SIGKILL)
     slow.wait()
     before = _cached(cache)
     first_calls = log1.read_text().split()
-    assert before and len(before) < 16 + 12, "killed after everything was answered: nothing to resume"
-    assert not (out / "chance" / "vcr_qa.json").exists()
+    assert len(before) < total, "killed after everything was answered: nothing to resume"
+    assert not (out / "chance" / "vcr_qar.json").exists()
 
-    run_cli("eval", *common, f"+model.log={log2}")
+    gpt4roi("eval", *common, f"output_dir={out}", f"+model.log={log2}")
     second_calls = log2.read_text().split()
     assert not set(second_calls) & before, "a cached answer was asked again"
-    assert len(second_calls) == len(set(second_calls))
-    assert set(first_calls) | set(second_calls) >= _cached(cache)
-    assert len(second_calls) == 16 + 12 - len(before)
+    assert len(second_calls) == len(set(second_calls)) == total - len(before)
+    assert set(first_calls) | set(second_calls) == _cached(cache)
     assert len(set(first_calls) - before) <= 2  # at most the batch in flight was lost
 
     rows = [json.loads(line) for line in (out / "chance" / "vcr_qa.predictions.jsonl").open()]
     assert len(rows) == 16 and len({r["id"] for r in rows}) == 16
-    # resumed results equal an uninterrupted run's
+    # the resumed results equal those of an uninterrupted run
     fresh = tmp_path / "fresh"
-    run_cli("eval", *[c for c in common if not c.startswith("output_dir")], f"output_dir={fresh}",
-            f"+model.log={tmp_path / 'calls3.txt'}")
-    for task in ("vcr_qa", "refcocog_reg"):
+    gpt4roi("eval", *common, f"output_dir={fresh}", f"+model.log={tmp_path / 'calls3.txt'}")
+    for task in ("vcr_qa", "vcr_qar"):
         resumed = json.loads((out / "chance" / f"{task}.json").read_text())
         again = json.loads((fresh / "chance" / f"{task}.json").read_text())
-        assert resumed["metrics"] == again["metrics"] and resumed["n"] == again["n"]
-    # a third run with everything cached asks nothing
+        assert resumed["metrics"] == again["metrics"] and resumed["n"] == again["n"] == 16
+        assert resumed["ci95"] == again["ci95"]
+    # with everything cached, a further run asks the model nothing
     log4 = tmp_path / "calls4.txt"
-    run_cli("eval", *common, f"+model.log={log4}")
+    gpt4roi("eval", *common, f"output_dir={out}", f"+model.log={log4}")
     assert not log4.exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from pycocoevalcap.bleu.bleu import Bleu
@@ -41,6 +42,13 @@ class CaptionScores:
     unavailable: dict[str, str] = field(default_factory=dict)
 
 
+@lru_cache(maxsize=1)
+def shared_meteor() -> Meteor:
+    """One METEOR JVM per process: starting it (loading its paraphrase tables) costs ~10 CPU-seconds, and the
+    scorer keeps no state between ``compute_score`` calls, so every task of a run shares it."""
+    return Meteor()
+
+
 def spice_unavailable_reason() -> str | None:
     """Why SPICE cannot run here (missing jars or Java), or ``None`` when it can."""
     import shutil
@@ -54,6 +62,13 @@ def spice_unavailable_reason() -> str | None:
     if shutil.which("java") is None:
         return "java is not on PATH"
     return None
+
+
+def spice_skip_reason(spice: bool | None) -> str | None:
+    """Why SPICE is not computed (``spice=False``: disabled; ``None``: only when it can run), or ``None``."""
+    if spice is False:
+        return "disabled in the task config"
+    return spice_unavailable_reason()
 
 
 def tokenize_once(predictions: Sequence[str], references: Sequence[Sequence[str]]
@@ -81,15 +96,12 @@ def score_tokenized(gts: dict[int, list[str]], res: dict[int, list[str]], *, spi
     bleu, bleu_items = Bleu(4).compute_score(gts, res, verbose=0)
     for name, value, items in zip(BLEU, bleu, bleu_items, strict=True):
         corpus[name], per_item[name] = value, list(items)
-    for name, scorer in (("METEOR", Meteor()), ("ROUGE_L", Rouge()), ("CIDEr", Cider())):
+    for name, scorer in (("METEOR", shared_meteor()), ("ROUGE_L", Rouge()), ("CIDEr", Cider())):
         value, items = scorer.compute_score(gts, res)
         corpus[name], per_item[name] = float(value), [float(v) for v in items]
-        del scorer  # Meteor's JVM ends here rather than at interpreter exit
     unavailable: dict[str, str] = {}
-    reason = spice_unavailable_reason()
-    if spice is False:
-        unavailable["SPICE"] = "disabled in the task config"
-    elif reason is not None:
+    reason = spice_skip_reason(spice)
+    if reason is not None:
         unavailable["SPICE"] = reason
     else:
         from pycocoevalcap.spice.spice import Spice
