@@ -61,17 +61,17 @@ def batch_images(batch: pa.RecordBatch | pa.Table) -> Iterator[RowImage]:
     regions = batch.column("regions")
     if isinstance(regions, pa.ChunkedArray):
         regions = regions.combine_chunks()
-    offsets = regions.offsets.to_numpy()
+    offsets = (regions.offsets.to_numpy() - regions.offsets[0].as_py()).tolist()
     flat = pc.struct_field(regions.flatten(), "bbox")
     boxes = flat.flatten().to_numpy(zero_copy_only=False).reshape(-1, 4).astype(np.float64)
     scale = np.stack([batch.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
                       for name in ("width", "height", "width", "height")], axis=1)
+    boxes /= np.repeat(scale, np.diff(offsets), axis=0)
     columns = zip(batch.column("source").to_pylist(), batch.column("image_id").to_pylist(),
                   batch.column("meta").to_pylist(), strict=True)
     for index, (source, image_id, meta) in enumerate(columns):
-        start, stop = offsets[index] - offsets[0], offsets[index + 1] - offsets[0]
         yield RowImage(image_keys(source, paths[index], image_id, meta), paths[index], data[index], source,
-                       boxes[start:stop] / scale[index])
+                       boxes[offsets[index]:offsets[index + 1]])
 
 
 class ImageHasher:
@@ -199,6 +199,8 @@ class ContaminationChecker:
         self.train_rows: dict[str, int] = defaultdict(int)
 
     def check(self, row: RowImage) -> RowHits:
+        if not self.index.entries:
+            return RowHits()
         by_label: dict[str, tuple[set[int], set[int]]] = {}
         for entry in self.index.matches(row):
             rows, regions = by_label.setdefault(entry.label, (set(), set()))

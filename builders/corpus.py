@@ -134,28 +134,41 @@ def sample_rank(seed: int, row_id: str) -> bytes:
     return hashlib.sha256(f"{seed}\x1fsample\x1f{row_id}".encode()).digest()[:16]
 
 
+def _string_parts(array: pa.Array) -> tuple[memoryview, list[int], memoryview]:
+    """A string array's UTF-8 bytes, its offsets (as ints, indexing those bytes) and its lengths (int32)."""
+    width = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    offsets = np.frombuffer(array.buffers()[1], dtype=width)[array.offset:array.offset + len(array) + 1]
+    data = array.buffers()[2]
+    lengths = np.diff(offsets).astype(np.int32)
+    return memoryview(data if data is not None else b""), offsets.tolist(), memoryview(lengths).cast("B")
+
+
 def row_digests(batch: pa.RecordBatch, images: list[RowImage]) -> list[bytes]:
-    """A digest per row of what makes two rows the same sample: image identity, boxes, labels, turns."""
+    """A digest per row of what makes two rows the same sample: image identity, boxes, labels, turns.
+
+    Each row's boxes, labels, roles and turn texts are contiguous slices of the batch's Arrow buffers; the
+    digest reads those slices and the strings' lengths (the boundaries) without building Python strings.
+    """
     regions = batch.column("regions")
-    region_offsets = regions.offsets.to_numpy() - regions.offsets[0].as_py()
+    region_offsets = (regions.offsets.to_numpy() - regions.offsets[0].as_py()).tolist()
     flat = regions.flatten()
-    boxes = pc.struct_field(flat, "bbox").flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    labels = pc.struct_field(flat, "label").to_pylist()
+    boxes = memoryview(pc.struct_field(flat, "bbox").flatten().to_numpy(zero_copy_only=False)
+                       .astype(np.float32)).cast("B")
     turns = batch.column("conversations")
-    turn_offsets = turns.offsets.to_numpy() - turns.offsets[0].as_py()
+    turn_offsets = (turns.offsets.to_numpy() - turns.offsets[0].as_py()).tolist()
     turn_flat = turns.flatten()
-    roles = pc.struct_field(turn_flat, "from").to_pylist()
-    values = pc.struct_field(turn_flat, "value").to_pylist()
+    strings = [(_string_parts(pc.struct_field(flat, "label")), region_offsets),
+               (_string_parts(pc.struct_field(turn_flat, "from")), turn_offsets),
+               (_string_parts(pc.struct_field(turn_flat, "value")), turn_offsets)]
     digests = []
     for index, image in enumerate(images):
         r0, r1 = region_offsets[index], region_offsets[index + 1]
-        t0, t1 = turn_offsets[index], turn_offsets[index + 1]
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(image.primary.encode() + b"\0")
-        digest.update(boxes[4 * r0:4 * r1].tobytes())
-        digest.update("\x1f".join(labels[r0:r1]).encode() + b"\0")
-        digest.update("\x1e".join(f"{role}\x1f{value}" for role, value in zip(roles[t0:t1], values[t0:t1],
-                                                                               strict=True)).encode())
+        digest = hashlib.blake2b(image.primary.encode(), digest_size=16)
+        digest.update(boxes[16 * r0:16 * r1])
+        for (data, offsets, lengths), rows in strings:
+            lo, hi = rows[index], rows[index + 1]
+            digest.update(lengths[4 * lo:4 * hi])
+            digest.update(data[offsets[lo]:offsets[hi]])
         digests.append(digest.digest())
     return digests
 

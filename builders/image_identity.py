@@ -14,6 +14,7 @@ distance by the pigeonhole rule (``d + 1`` bands: two hashes at distance ``<= d`
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -31,8 +32,12 @@ _META_KEYS = {"coco_id": "coco", "coco_image_id": "coco", "flickr_id": "flickr",
 HASH_KINDS = ("average", "difference")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def image_keys(source: str, image_path: str | None, image_id: str, meta: str) -> frozenset[str]:
-    """Every canonical identity of a row's image (never empty: falls back to ``<source>:<image_id>``)."""
+    """Every canonical identity of a row's image (never empty: falls back to ``<source>:<image_id>``).
+
+    Cached: the rows of one image (Visual Genome, VCR, RefCOCO have many) ask for the same keys in a row.
+    """
     keys: set[str] = set()
     if meta and ("coco" in meta or "flickr" in meta):
         keys.update(_meta_keys(meta))
