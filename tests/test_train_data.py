@@ -32,7 +32,7 @@ def folder(tmp_path_factory):
 
 def spec(folder, **changes) -> CorpusSpec:
     base = {"path": str(folder / "corpus"), "name": None, "split": "train", "streaming": False, "tasks": [],
-            "image_root": str(folder / "raw"), "answer_format": "as_is", "max_rows": None}
+            "image_root": str(folder / "raw"), "raw_root": None, "answer_format": "as_is", "max_rows": None}
     return CorpusSpec.from_config(OmegaConf.create(dict(base, **changes)))
 
 

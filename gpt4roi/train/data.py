@@ -12,6 +12,7 @@ micro-batches ``m`` with ``m % W == w`` and the DataLoader takes them round-robi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from ..processing import load_image
 Encode = Callable[[Mapping[str, Any], Image.Image], dict[str, Any]]
 Collate = Callable[[list[dict[str, Any]]], dict[str, Any]]
 MC_TASKS = ("vcr_qa", "vcr_qar")
+CORPUS_REPORT = "corpus_report.json"  # written by ``gpt4roi corpus`` (builders.corpus)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class CorpusSpec:
     streaming: bool = False
     tasks: tuple[str, ...] = ()
     image_root: str | Mapping[str, str] | None = None
+    raw_root: str | None = None
     answer_format: str = "as_is"  # or "letter": multiple-choice rows answer with "(A)".."(D)"
     max_rows: int | None = None
 
@@ -56,12 +59,37 @@ class CorpusSpec:
             root = {str(k): str(v) for k, v in root.items()}
         return cls(path=str(corpus.path), name=corpus.name, split=str(corpus.split),
                    streaming=bool(corpus.streaming), tasks=tuple(corpus.tasks or ()), image_root=root,
+                   raw_root=None if corpus.raw_root is None else str(corpus.raw_root),
                    answer_format=str(corpus.answer_format),
                    max_rows=None if corpus.max_rows is None else int(corpus.max_rows))
 
     def local_folder(self) -> Path | None:
         path = Path(self.path).expanduser()
         return path if path.is_dir() else None
+
+    def image_roots(self) -> str | dict[str, str] | None:
+        """``image_root`` when given; else, from ``raw_root``, each source's release folder.
+
+        A corpus folder records its recipe in ``corpus_report.json`` (entry -> builder and ``raw`` folder
+        under the raw root), so ``raw_root`` alone maps every source; for a single build, ``raw_root`` is
+        that release's folder.
+        """
+        if self.image_root is not None or self.raw_root is None:
+            return self.image_root
+        folder = self.local_folder()
+        report = folder / CORPUS_REPORT if folder is not None else None
+        if report is None or not report.is_file():
+            return self.raw_root
+        roots: dict[str, str] = {}
+        for entry, info in json.loads(report.read_text())["recipe"]["sources"].items():
+            if not info.get("raw"):
+                continue  # an entry made from an existing build: give its root in corpus.image_root
+            root = str(Path(self.raw_root) / info["raw"])
+            for source in {entry, info.get("builder", entry)}:
+                if roots.setdefault(source, root) != root:
+                    raise ValueError(f"{report}: source {source!r} has images under both {roots[source]} and "
+                                     f"{root}; give corpus.image_root={{source: folder}} explicitly")
+        return roots
 
 
 def open_rows(spec: CorpusSpec) -> datasets.Dataset | datasets.IterableDataset:

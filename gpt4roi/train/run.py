@@ -31,7 +31,7 @@ def _eval_batches(cfg: Any, bundle, settings) -> list[dict[str, Any]]:
         return []
     spec = CorpusSpec.from_config(cfg.eval_corpus)
     rows = open_rows(spec)
-    images = ImageLoader(spec.image_root)
+    images = ImageLoader(spec.image_roots())
     encoded = []
     for row in rows:
         row = letter_answer(row) if spec.answer_format == "letter" else row
@@ -80,8 +80,9 @@ def _run(cfg, settings, spec, out, init_from, device) -> int:
     bundle = load_factory(cfg.model_factory)(cfg.model, settings.max_length)
     model = bundle.model
     model.set_trainable(settings.trainable)
-    if settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if settings.gradient_checkpointing:  # transformers >= 5 renamed it; both checkpoint each decoder layer
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
     model.to(device)
     if init_from is not None and start is None:
         checkpoint.load_weights(init_from, model, bundle.identity)
@@ -104,7 +105,7 @@ def _run(cfg, settings, spec, out, init_from, device) -> int:
 
     stream = MicroBatches(rows, plan, rank=dist_utils.rank(), per_device=settings.per_device_batch_size,
                           seed=settings.seed, start_step=state.step, encode=bundle.encode,
-                          collate=bundle.collate, images=ImageLoader(spec.image_root),
+                          collate=bundle.collate, images=ImageLoader(spec.image_roots()),
                           letter=spec.answer_format == "letter")
     eval_batches = _eval_batches(cfg, bundle, settings)
     started = time.perf_counter()
@@ -135,4 +136,4 @@ def _write_summary(out: Path, result: dict[str, Any], seconds: float) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"train: {summary['steps']} steps, loss {summary['first_loss']} -> {summary['last_loss']}, "
           f"eval loss {summary['eval_loss_first']} -> {summary['eval_loss_last']}, "
-          f"{summary['tokens_per_s']:.0f} tokens/s; run folder {out}")
+          f"{summary['tokens_per_s'] or 0:.0f} tokens/s; run folder {out}")
