@@ -19,6 +19,7 @@ import argparse
 import glob
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -93,8 +94,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     raw_root, release = ensure_release(args.seed, args.images)
-    outputs = WORK / "out"
-    shutil.rmtree(outputs, ignore_errors=True)
+    outputs = WORK / f"out-{os.getpid()}"  # per run: two runs at once must not delete each other's outputs
     results: dict[str, dict[str, Any]] = {}
     print("builder ...", flush=True)
     results["builder"] = measure(["builder", str(raw_root), str(outputs / "builder")])
