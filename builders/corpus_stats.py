@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 # Histogram bins: regions per row (0..63, then 64+), log10 relative area, log2 aspect (w/h).
 REGION_BINS = 65
 AREA_EDGES = np.linspace(-5.0, 0.0, 26)
-ASPECT_EDGES = np.linspace(-4.0, 4.0, 33)
+ASPECT_EDGES = np.linspace(-4.125, 4.125, 34)  # bins centred on 0 (square boxes), 0.25 wide
 COCO_SMALL, COCO_MEDIUM = 32.0 ** 2, 96.0 ** 2
 AREA_CLASSES = ("<1%", "1-10%", "10-50%", ">=50%")
 
@@ -140,7 +140,8 @@ class CorpusStats:
             self.by_config_task[(config, task)].merge(table_stats(part))
 
     def configs(self) -> list[str]:
-        return sorted({config for config, _ in self.by_config_task})
+        """Configs in the order they were added (the recipe's order)."""
+        return list(dict.fromkeys(config for config, _ in self.by_config_task))
 
     def total(self, config: str | None = None) -> Stats:
         """Merged statistics of one config (or of the whole corpus)."""
