@@ -86,7 +86,7 @@ def roi_align_torch(
 ) -> torch.Tensor:
     """RoIAlign in PyTorch: ``(N, C, H, W)`` map and ``K`` boxes -> ``(K, C, out_h, out_w)``.
 
-    Same arguments and results as ``torchvision.ops.roi_align``. An adaptive ``sampling_ratio <= 0`` needs
+    Same arguments and results as ``torchvision.ops.roi_align`` (the result is in channels-last memory format). An adaptive ``sampling_ratio <= 0`` needs
     the largest per-box grid as a Python number, so it cannot run on the ``meta`` device; a fixed ratio can.
     """
     if input.ndim != 4:
@@ -138,9 +138,12 @@ def roi_align_torch(
         index = index.reshape(num_rois * out_h * out_w, per_bin)
         weight = weight.reshape(num_rois * out_h * out_w, per_bin).to(input.dtype)
 
-    table = input.permute(0, 2, 3, 1).reshape(-1, channels)
+    # Channels-last rows; explicitly contiguous (for N == 1 the reshape is a strided view, gathered slowly).
+    table = input.permute(0, 2, 3, 1).reshape(-1, channels).contiguous()
     pooled = F.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
-    return pooled.view(num_rois, out_h, out_w, channels).permute(0, 3, 1, 2).contiguous()
+    # (K, out_h, out_w, C) is already channels-last memory for (K, C, out_h, out_w): returned as such, without a
+    # transposing copy (convolutions take channels-last input directly; values and shape are torchvision's).
+    return pooled.view(num_rois, out_h, out_w, channels).permute(0, 3, 1, 2)
 
 
 def roi_align(
