@@ -116,3 +116,14 @@ def test_stage2_contamination_matches_the_planted_overlaps(world):
     assert set(by_source) == {"refcocog", "flickr30k", "vg", "llava", "vcr"}
     metadata, _ = read_card(out)
     assert {"vcr_all", "vcr_single"} <= set(metadata["source_licenses"])
+
+
+def test_embedded_images_decode_to_the_rows_sizes(world):
+    out = world.parent / "stage1_embedded"
+    assert cli(["corpus", "recipe=stage1", f"raw_root={world}", f"out={out}", "embed_images=true", "plots=false",
+                f"builds={world.parent / 'stage1.builds'}", "progress=false"]) == 0
+    rows = datasets.load_dataset(str(out), "refcoco", split="train").cast_column("image", datasets.Image())
+    for row in rows.select(range(0, rows.num_rows, 25)):
+        assert row["image"].size == (row["width"], row["height"])
+    _, body = read_card(out)
+    assert "Images are embedded" in body
