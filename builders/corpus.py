@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from .build import build_source
 from .contamination import ContaminationChecker, EvalIndex, RowHits, RowImage, batch_images, build_eval_index
 from .corpus_stats import CorpusStats
-from .datafolder import SplitFiles, folder_fingerprint, list_splits
+from .datafolder import SplitFiles, check_schema, folder_fingerprint, list_splits
 from .errors import SourceFileError
 from .output import DEFAULT_MAX_SHARD_BYTES, ShardedParquetWriter, atomic_directory
 from .paths import resolve_under
@@ -125,6 +125,9 @@ def prepare_builds(recipe: Recipe, settings: Settings) -> dict[BuildSpec, Build]
         if missing:
             raise SourceFileError(folder, f"build of {spec.builder} lacks split(s) {missing}",
                                   expected=f"splits {sorted(needed)}")
+        for split in needed:
+            for path in build.splits[split].paths:
+                check_schema(path, FEATURES.arrow_schema)
         builds[spec] = build
     return builds
 

@@ -77,6 +77,24 @@ def list_splits(folder: str | Path) -> list[SplitFiles]:
     return result
 
 
+def check_schema(path: Path, expected: pa.Schema) -> None:
+    """Raise :class:`SourceFileError` naming the shard when its columns or their types differ from ``expected``."""
+    try:
+        actual = pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise SourceFileError(path, f"unreadable parquet shard: {exc}", expected="a parquet file") from exc
+    if actual.equals(expected, check_metadata=False):
+        return
+    missing = [name for name in expected.names if name not in actual.names]
+    extra = [name for name in actual.names if name not in expected.names]
+    differing = [name for name in expected.names
+                 if name in actual.names and actual.field(name).type != expected.field(name).type]
+    problems = [f"missing columns {missing}" if missing else "", f"unknown columns {extra}" if extra else "",
+                f"columns of another type {differing}" if differing else ""]
+    raise SourceFileError(path, "; ".join(p for p in problems if p) or "column order differs",
+                          expected="the spatial-instruction schema (builders.schema.FEATURES)")
+
+
 def folder_fingerprint(folder: str | Path) -> str:
     """sha256 over every parquet file's relative path and content, in sorted order (the corpus identity)."""
     folder = Path(folder)

@@ -233,3 +233,18 @@ def test_an_entry_keeping_every_row_copies_the_build_shards_verbatim(tmp_path, m
     # a build whose shards exceed the corpus shard bound is re-cut, not copied
     _run(tmp_path, {"vg": {"builder": "vg", "build": str(build)}}, name="recut", max_shard_bytes=1000, batch_rows=5)
     assert len(copies) == 1 and len(list((tmp_path / "recut" / "vg").glob("*.parquet"))) > 1
+
+
+def test_a_build_with_foreign_columns_is_refused_naming_the_shard(tmp_path):
+    import pyarrow as pa
+
+    from builders.errors import SourceFileError
+
+    build = _numbered_build(tmp_path / "b", 3)
+    shard = build / "data" / "train-00000-of-00001.parquet"
+    table = pq.read_table(shard).drop_columns(["meta"]).append_column("caption", pa.array(["x"] * 3))
+    pq.write_table(table, shard)
+    with pytest.raises(SourceFileError, match=r"train-00000-of-00001.parquet.*missing columns \['meta'\]; "
+                                              r"unknown columns \['caption'\]"):
+        _run(tmp_path, {"vg": {"builder": "vg", "build": str(build)}})
+    assert not (tmp_path / "out").exists()
