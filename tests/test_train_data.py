@@ -88,7 +88,17 @@ def test_preflight_names_the_bad_row_and_caches_good_corpora(tmp_path, folder):
     rows = open_rows(good)
     fingerprint = corpus_fingerprint(good, rows)
     assert preflight(rows, fingerprint, tmp_path / "cache", show_progress=False) == 20
-    assert json.loads((tmp_path / "cache" / f"{fingerprint}.json").read_text())["rows"] == 20
+    [marker] = (tmp_path / "cache").iterdir()
+    assert json.loads(marker.read_text()) == {"rows": 20, "fingerprint": fingerprint}
+
+    def short_only(row, image):  # an encoder with a length limit, as the processor's max_length
+        if row["id"] == "synthetic:train:7":
+            raise RowInputError(row["id"], "its first exchange needs 300 tokens; max_length is 256")
+        return standin_encode(row, image)
+
+    with pytest.raises(ValueError, match=r"synthetic:train:7.*max_length is 256.*raise train.max_length"):
+        preflight(rows, fingerprint, tmp_path / "cache", short_only, "limit-256", show_progress=False)
+    assert preflight(rows, fingerprint, tmp_path / "cache", standin_encode, "no-limit", show_progress=False) == 20
 
     bad, _ = corpus_rows(1, "train", 9)[0]
     bad = dict(bad, id="synthetic:train:bad", conversations=[
@@ -99,7 +109,7 @@ def test_preflight_names_the_bad_row_and_caches_good_corpora(tmp_path, folder):
     with pytest.raises(SchemaError, match=r"synthetic:train:bad.*reference_exists"):
         preflight(bad_rows, corpus_fingerprint(bad_spec, bad_rows), tmp_path / "cache", show_progress=False)
     assert corpus_fingerprint(bad_spec, bad_rows) != fingerprint
-    assert not (tmp_path / "cache" / f"{corpus_fingerprint(bad_spec, bad_rows)}.json").exists()
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # the two corpora that passed, none for the bad one
 
 
 def test_tasks_filter_and_missing_images(tmp_path, folder):

@@ -1,4 +1,4 @@
-"""Two CPU processes under torchrun (gloo, DDP) optimise exactly what one process does with the same batch."""
+"""Two CPU processes under torchrun (gloo; DDP or FSDP) optimise exactly what one process does with the same batch."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from gpt4roi.train.metrics import read_metrics
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_with_the_same_global_batch(corpus, tmp_path):  # noqa: F811
-    common = ("train.max_steps=8", "+model.standin_dropout=0", "train.strategy=ddp", "train.save_every=4")
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one_process_with_the_same_global_batch(corpus, tmp_path, strategy):  # noqa: F811
+    common = ("train.max_steps=8", "+model.standin_dropout=0", f"train.strategy={strategy}", "train.save_every=4")
     single = losses(run(corpus, tmp_path / "single", *common))
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={29517 + len(strategy)}",
                "-m", "gpt4roi.train", *overrides(corpus, out, *common, "train.per_device_batch_size=2")]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -105,7 +105,7 @@ def standin_bundle(model_cfg, max_length):
     dropout = float(model_cfg.get("standin_dropout", 0.1))
     crash_at = int(model_cfg.get("standin_crash_at", 0))
     return Bundle(model=StandIn(width, delay, dropout, crash_at), encode=standin_encode, collate=standin_collate,
-                  identity={"standin_width": width})
+                  identity={"standin_width": width}, layer_classes=(nn.Linear,))  # FSDP shards each Linear
 
 
 # --- a small corpus with real images ----------------------------------------------------------------------

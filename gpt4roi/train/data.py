@@ -224,7 +224,11 @@ class MicroBatches(torch.utils.data.IterableDataset):
             if (m - start) % workers != worker:
                 continue
             rows = [letter_answer(row) if self.letter else row for row in fetch()]
-            yield self.collate([self.encode(row, self.images(row)) for row in rows])
+            try:
+                batch = self.collate([self.encode(row, self.images(row)) for row in rows])
+            except (OSError, ValueError) as exc:  # a one-argument type, so a worker's error reaches the CLI
+                raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+            yield batch
 
 
 def make_plan(num_rows: int | None, settings_epochs: int, max_steps: int, global_batch: int, micro_rows: int,

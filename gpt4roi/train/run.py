@@ -68,16 +68,22 @@ def _run(cfg, settings, spec, out, init_from, device) -> int:
     start = _start_checkpoint(out, bool(cfg.resume))
 
     rows = open_rows(spec)
-    fingerprint = corpus_fingerprint(spec, rows)
-    if main_rank:
-        preflight(rows, fingerprint, Path(cfg.cache_dir).expanduser() / "preflight", show_progress=cfg.progress)
-    dist_utils.barrier()
     plan = make_plan(num_rows(rows), settings.epochs, settings.max_steps, settings.global_batch_size,
                      settings.per_device_batch_size * world, accum)
-
     torch.manual_seed(settings.seed)
     random.seed(settings.seed)
     bundle = load_factory(cfg.model_factory)(cfg.model, settings.max_length)
+    fingerprint = corpus_fingerprint(spec, rows)
+    if main_rank:
+        encoder_key = json.dumps([bundle.identity, settings.max_length, spec.answer_format], sort_keys=True)
+        letter = spec.answer_format == "letter"
+
+        def encode(row, image):
+            return bundle.encode(letter_answer(row) if letter else row, image)
+
+        preflight(rows, fingerprint, Path(cfg.cache_dir).expanduser() / "preflight", encode, encoder_key,
+                  show_progress=cfg.progress)
+    dist_utils.barrier()
     model = bundle.model
     model.set_trainable(settings.trainable)
     if settings.gradient_checkpointing:  # transformers >= 5 renamed it; both checkpoint each decoder layer
