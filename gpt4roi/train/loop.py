@@ -148,6 +148,7 @@ class Trainer:
         self.model.train()
         if eval_batches and state.step == 0:
             log.write({"step": 0, "eval_loss": evaluate(self.model, eval_batches, self.device, settings.precision)})
+        start, record = state.step, {}
         bar = tqdm(total=self.total_steps, initial=state.step, desc="train", unit="step", disable=not (
             main and show_progress), dynamic_ncols=True)
         try:
@@ -170,8 +171,8 @@ class Trainer:
                                 tok_s=f"{record['tokens_per_s']:.0f}")
                 if state.step % settings.save_every == 0 or state.step == self.total_steps:
                     checkpoint.save(folder, self.model, self.optimizer, state.as_json(), settings.keep_last)
-            final_eval = None
-            if eval_batches:
+            final_eval = record.get("eval_loss") if state.step > start else None
+            if eval_batches and final_eval is None:
                 final_eval = evaluate(self.model, eval_batches, self.device, settings.precision)
                 log.write({"step": state.step, "eval_loss": final_eval})
         finally:

@@ -21,8 +21,7 @@ class MetricsLog:
         if not enabled:
             return
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line and json.loads(line).get("step", 0) <= start_step]
+            kept = [line for line in self.path.read_text().splitlines() if line and _before(json.loads(line), start_step)]
             self.path.write_text("".join(line + "\n" for line in kept))
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -43,6 +42,13 @@ class MetricsLog:
     def close(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+def _before(record: dict[str, Any], start_step: int) -> bool:
+    """Whether a record of an earlier invocation stays: the steps up to the checkpoint, not its evaluations
+    (they are written again, so that each appears once)."""
+    step = record.get("step", 0)
+    return step < start_step or (step == start_step and "loss" in record)
 
 
 def read_metrics(out: Path) -> list[dict[str, Any]]:
