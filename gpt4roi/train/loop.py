@@ -134,7 +134,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss_value = dist_utils.all_reduce_sum(float(loss_sum), self.device) / max(targets, 1.0)
         if not math.isfinite(loss_value):
-            raise FloatingPointError(f"step {step + 1}: the loss is {loss_value} (lower train.optimizer.lr?)")
+            raise ValueError(f"step {step + 1}: the loss is {loss_value} (lower train.optimizer.lr?)")
         return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm, "targets": targets,
                 "tokens": dist_utils.all_reduce_sum(tokens, self.device)}
 
