@@ -107,14 +107,44 @@ def show_example(run: DemoRun) -> None:
         run.console.print(f"choices: {row['choices']} (label {row['label']})")
 
 
+def comparison_step(name: str) -> Callable[[DemoRun], None]:
+    """A step of the model comparison (:mod:`baselines.comparison`), imported only when it runs, and skipped
+    with ``compare.enabled=false``."""
+
+    def step(run: DemoRun) -> None:
+        if not run.cfg.compare.enabled:
+            run.console.print("skipped (compare.enabled=false)")
+            return
+        from baselines import comparison
+
+        getattr(comparison, name)(run)
+
+    return step
+
+
 STEPS: list[tuple[str, Callable[[DemoRun], None]]] = [
     ("synthesise the world", synthesise),
     ("build every source", build_sources),
     ("show an example", show_example),
+    ("assemble the stage-1 and stage-2 corpora", comparison_step("assemble_corpora")),
+    ("train GPT4RoI-tiny and the image-level baselines", comparison_step("train_models")),
+    ("evaluate every model and floor on held-out rows", comparison_step("evaluate_models")),
+    ("leaderboard", comparison_step("show_leaderboard")),
 ]
 
 
+def fill_from_preset(cfg: Any, preset: Any) -> None:
+    """Set every ``null`` setting of ``cfg`` to the preset's value (explicit settings and overrides win)."""
+    for key, value in preset.items():
+        if hasattr(value, "items"):
+            fill_from_preset(cfg[key], value)
+        elif cfg.get(key) is None:
+            cfg[key] = value
+
+
 def main(cfg: Any) -> int:
+    if "presets" in cfg:
+        fill_from_preset(cfg, cfg.presets["quick" if cfg.get("quick") else "full"])
     console = Console(emoji=False)  # row ids such as vcr:train:... must not turn into emoji
     run = DemoRun(cfg=cfg, work=Path(cfg.work_dir).resolve(), console=console)
     run.work.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from gpt4roi.cli import main
 
 def test_demo_builds_every_source_and_renders_an_example(tmp_path, capsys):
     work = tmp_path / "demo"
-    status = main(["demo", f"work_dir={work}", "scale=tiny", "seed=0"])
+    status = main(["demo", f"work_dir={work}", "scale=tiny", "seed=0", "compare.enabled=false"])  # comparison: test_baselines_demo.py
     output = capsys.readouterr().out
     assert status == 0, output
     assert "FAILED" not in output
