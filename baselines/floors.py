@@ -4,8 +4,9 @@
 * :class:`Prior`: the most frequent answer letter of the training split (per source and task); the most
   frequent training answer (caption, category name) for open questions.
 * :class:`TextSimilarity`: all-MiniLM-L6-v2 sentence embeddings; the choice most similar to the question; for
-  captioning, the training caption most similar to the region's category name. When the category name is
-  hidden (it is the answer, in referring object classification) it falls back to the prior's answer.
+  captioning, the training caption most similar to the region's category name (among the
+  ``max_train_captions`` most frequent ones). When the category name is hidden (it is the answer, in
+  referring object classification) it falls back to the prior's answer.
 
 Training answers are read from ``<train_root>/<source>`` (the built folder of the request row's source,
 ``train_split``) and indexed per (source, task). ``loglikelihood`` returns a score whose length-normalised
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluators.data import files_digest, load_rows, resolve_path, shard_paths
+from evaluators.data import load_rows, resolve_path, shard_paths, stat_digest
 from evaluators.metrics.semantic import shared_encoder
 from evaluators.protocol import EvalModel, Request, digest
 
@@ -43,10 +44,11 @@ class Floor(EvalModel):
 
     @cached_property
     def fingerprint(self) -> str:
+        """Class, settings and the training shards' names, sizes and times (a rebuild changes it)."""
         training = None
         if self.uses_training and self.train_root:
             root = Path(self.train_root)
-            training = {folder.name: files_digest(shard_paths(folder, self.train_split))
+            training = {folder.name: stat_digest(shard_paths(folder, self.train_split))
                         for folder in sorted(root.iterdir()) if folder.is_dir() and
                         any((folder / "data").glob(f"{self.train_split}-*.parquet"))} if root.is_dir() else None
         return digest(type(self).__name__, self.train_split, self.seed, training)
@@ -59,8 +61,8 @@ class Floor(EvalModel):
             if not self.train_root:
                 raise ValueError(f"{type(self).__name__} needs train_root (built folders with a "
                                  f"{self.train_split!r} split) to answer {source}/{task}")
-            rows, _ = load_rows({"path": source, "split": self.train_split},
-                                resolve_path(self.train_root, None))
+            rows, _ = load_rows({"path": source, "split": self.train_split}, resolve_path(self.train_root, None),
+                                columns=["task", "label", "conversations"])
             same = [row for row in rows if row["task"] == task] or rows
             labels = Counter(int(row["label"]) for row in same if row["label"] >= 0)
             answers = Counter(turn["value"].strip() for row in same for turn in row["conversations"]
@@ -130,8 +132,10 @@ class TextSimilarity(Floor):
 
     uses_training = True
 
-    def __init__(self, train_root: str | None = None, train_split: str = "train", seed: int = 0):
+    def __init__(self, train_root: str | None = None, train_split: str = "train", seed: int = 0,
+                 max_train_captions: int = 50_000):
         super().__init__(train_root, train_split, seed)
+        self.max_train_captions = max_train_captions
         self._caption_index: dict[tuple[str, str], tuple[list[str], np.ndarray]] = {}
         self._batch: dict[str, np.ndarray] = {}
 
@@ -178,6 +182,8 @@ class TextSimilarity(Floor):
         key = (str(request.row["source"]), request.task)
         if key not in self._caption_index:
             _, answers = self.pool(request)
-            captions = sorted(answers)
+            # the most frequent ones (ties by text): embedding millions of VG captions on a CPU takes hours
+            ranked = sorted(answers.items(), key=lambda item: (-item[1], item[0]))[: self.max_train_captions]
+            captions = sorted(text for text, _ in ranked)
             self._caption_index[key] = (captions, shared_encoder().encode(captions))
         return self._caption_index[key]

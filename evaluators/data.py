@@ -54,8 +54,18 @@ def files_digest(paths: list[Path]) -> str:
     return sha.hexdigest()[:16]
 
 
-def load_rows(dataset: Mapping[str, Any], data_root: str | Path | None) -> tuple[list[dict[str, Any]], str]:
-    """The rows of one split and the dataset's fingerprint."""
+def stat_digest(paths: list[Path]) -> str:
+    """A cheap digest of ``paths`` by name, size and modification time (for large training splits)."""
+    sha = hashlib.sha256()
+    for path in paths:
+        stat = path.stat()
+        sha.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return sha.hexdigest()[:16]
+
+
+def load_rows(dataset: Mapping[str, Any], data_root: str | Path | None, columns: list[str] | None = None
+              ) -> tuple[list[dict[str, Any]], str]:
+    """The rows of one split (only ``columns`` when given) and the dataset's fingerprint."""
     import datasets
 
     split = dataset["split"]
@@ -63,11 +73,14 @@ def load_rows(dataset: Mapping[str, Any], data_root: str | Path | None) -> tuple
         hub_id = dataset["hub"]
         loaded = datasets.load_dataset(hub_id, dataset.get("config"), split=split)
         fingerprint = f"{hub_id}:{dataset.get('config')}:{split}:{loaded._fingerprint}"
-        return loaded.to_list(), fingerprint
-    if not dataset.get("path"):
-        raise ValueError("a task's dataset needs `path` (a built folder) or `hub` (a Hub dataset id)")
-    folder = resolve_path(dataset["path"], data_root)
-    shards = shard_paths(folder, split, dataset.get("config"))
-    loaded = datasets.load_dataset("parquet", data_files={split: [str(p) for p in shards]}, split=split,
-                                   features=FEATURES)
-    return loaded.to_list(), files_digest(shards)
+    else:
+        if not dataset.get("path"):
+            raise ValueError("a task's dataset needs `path` (a built folder) or `hub` (a Hub dataset id)")
+        folder = resolve_path(dataset["path"], data_root)
+        shards = shard_paths(folder, split, dataset.get("config"))
+        loaded = datasets.load_dataset("parquet", data_files={split: [str(p) for p in shards]}, split=split,
+                                       features=FEATURES)
+        fingerprint = files_digest(shards) if columns is None else stat_digest(shards)
+    if columns is not None:
+        loaded = loaded.select_columns(columns)
+    return loaded.to_list(), fingerprint

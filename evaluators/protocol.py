@@ -7,7 +7,10 @@ model through Hydra's ``_target_``, so GPT4RoI, the image-level baselines and th
 interchangeable.
 
 The row inside a request is the schema row with its answers masked (see :func:`request_row`): a model gets
-the image, the regions and the question, never the gold label, references or assistant turns.
+the image, the regions and the question, never the gold label, references or assistant turns. The row's
+``image`` is a path relative to its source's raw root (or embedded bytes in a published corpus); a model that
+reads pixels takes the folder(s) from its own config (e.g. ``image_root: ${data_root}/raw``), which Hydra
+passes to its constructor — the protocol itself carries no paths.
 """
 
 from __future__ import annotations

@@ -45,8 +45,6 @@ def _coco_eval(predictions, references, monkeypatch):
     from pycocoevalcap import eval as coco_eval
     from pycocotools.coco import COCO
 
-    # COCOEvalCap's own METEOR code path, on the JVM our scorer already started (saves ~10 CPU-seconds)
-    monkeypatch.setattr(coco_eval, "Meteor", captioning.shared_meteor)
     if spice_unavailable_reason() is not None:
         class NoSpice:
             def compute_score(self, gts, res):

@@ -2,8 +2,9 @@
 
 ``pycocoevalcap.eval.COCOEvalCap`` starts the Stanford PTB tokenizer (a JVM) for the references and again
 for the predictions, and lmms-eval re-tokenises for every metric. Here predictions and references go through
-one tokenizer call, then the toolkit's own Bleu / Meteor / Rouge / Cider scorers run on the result, so the
-scores equal COCOEvalCap's (tests/test_eval_metrics.py checks it) at a fraction of the JVM starts.
+one tokenizer call, then the toolkit's own Bleu / Rouge / Cider scorers and its METEOR jar (driven by a
+pipelined client, :mod:`evaluators.metrics.meteor`, one JVM per process) run on the result, so the scores
+equal COCOEvalCap's (tests/test_eval_metrics.py checks it) at a fraction of the JVM starts and pipe waits.
 
 SPICE needs Stanford CoreNLP 3.6.0 jars that pycocoevalcap downloads on first use; without network they are
 usually absent, and then SPICE is reported as unavailable with the reason — never as a score of 0.
@@ -22,9 +23,10 @@ from pathlib import Path
 
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+from .meteor import PipelinedMeteor
 
 BLEU = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4")
 CAPTION_METRICS = (*BLEU, "METEOR", "ROUGE_L", "CIDEr")
@@ -43,10 +45,10 @@ class CaptionScores:
 
 
 @lru_cache(maxsize=1)
-def shared_meteor() -> Meteor:
+def shared_meteor() -> PipelinedMeteor:
     """One METEOR JVM per process: starting it (loading its paraphrase tables) costs ~10 CPU-seconds, and the
     scorer keeps no state between ``compute_score`` calls, so every task of a run shares it."""
-    return Meteor()
+    return PipelinedMeteor()
 
 
 def spice_unavailable_reason() -> str | None:

@@ -129,7 +129,7 @@ class Task(ABC):
         dataset = self.cfg["dataset"]
         return {"task": self.name, "kind": self.kind, "description": self.cfg.get("description", ""),
                 "prompt": self.cfg.get("prompt", ""), "split": dataset["split"],
-                "dataset": dataset.get("hub") or dataset.get("path"), "filter": dict(dataset.get("filter") or {}),
+                "dataset": dataset.get("hub") or dataset.get("path") or dataset.get("annotation"), "filter": dict(dataset.get("filter") or {}),
                 "metric": self.metric_impl, "mode": self.mode, "generation": self.generation,
                 "primary_metric": self.cfg.get("primary_metric")}
 
