@@ -46,8 +46,9 @@ def task_plot(board: Board, task: str) -> str:
     for k, model in enumerate(models):
         entry = board.entry(model, task)
         values = [entry.data["metrics"].get(m, 0.0) for m in metrics]
-        lows = [v - entry.data["ci95"].get(m, [v, v])[0] for v, m in zip(values, metrics, strict=True)]
-        highs = [entry.data["ci95"].get(m, [v, v])[1] - v for v, m in zip(values, metrics, strict=True)]
+        # clamped: a corpus-level metric's bootstrap interval need not contain its value (matplotlib refuses)
+        lows = [max(0.0, v - entry.data["ci95"].get(m, [v, v])[0]) for v, m in zip(values, metrics, strict=True)]
+        highs = [max(0.0, entry.data["ci95"].get(m, [v, v])[1] - v) for v, m in zip(values, metrics, strict=True)]
         positions = [i + (k - (len(models) - 1) / 2) * width for i in range(len(metrics))]
         ax.bar(positions, values, width, yerr=[lows, highs], capsize=3, label=model)
     ax.set_xticks(range(len(metrics)), metrics)
