@@ -229,3 +229,11 @@ def test_missing_weight_folders_are_clear_errors(tmp_path, key):
     cfg[key] = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match=rf"{key}=.*nowhere is not a local folder"):
         build_model(cfg)
+
+
+def test_bfloat16_model_takes_the_processors_float32_batch():
+    model, processor = build_model(tiny_cfg(dtype="bfloat16"))
+    assert model.dtype == torch.bfloat16
+    batch = processor(ROWS)
+    assert batch["pixel_values"].dtype == torch.float32
+    assert torch.isfinite(model(**batch).loss)

@@ -90,6 +90,7 @@ class GPT4RoIForCausalLM(GPT4RoIPreTrainedModel, GenerationMixin):
     # --- the multimodal splice --------------------------------------------------------------------------
     def image_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Projected global patch tokens ``(B, N, width)`` and the region module's per-layer patch tokens."""
+        pixel_values = pixel_values.to(self.vision_tower.dtype)  # processors give float32; the tower may be bf16
         hidden = self.vision_tower(pixel_values, output_hidden_states=True).hidden_states
         global_tokens = self.projector(hidden[self.config.vision_feature_layer][:, 1:])
         return global_tokens, [hidden[layer][:, 1:] for layer in self.config.region_feature_layers]
