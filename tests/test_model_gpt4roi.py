@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
@@ -221,8 +222,8 @@ def test_build_from_local_clip_and_llm_folders(tmp_path):
 @pytest.mark.parametrize("key", ["vision_path", "llm_path"])
 def test_missing_weight_folders_are_clear_errors(tmp_path, key):
     vision_dir, llm_dir = write_pretrained_parts(tmp_path)
-    cfg = yaml.safe_load((TINY.parent / "gpt4roi_7b.yaml").read_text())
-    cfg.update(vision_path=str(vision_dir), llm_path=str(llm_dir))
+    cfg = OmegaConf.load(TINY.parent / "gpt4roi_7b.yaml")  # as Hydra hands it over: ??? still unset
+    cfg.update({"vision_path": str(vision_dir), "llm_path": str(llm_dir)})
     cfg[key] = "???"
     with pytest.raises(FileNotFoundError, match=rf"set {key}=<local folder"):
         build_model(cfg)
