@@ -7,6 +7,7 @@ overfit test does for GPT4RoI.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -27,7 +28,9 @@ TINY = yaml.safe_load((CONF / "tiny.yaml").read_text())
 RENDERERS = ("image_words", "image_coords", "image_overlay", "image_crop", "image_crop_full", "blind")
 
 
+@functools.cache
 def baseline(renderer: str, **options):
+    """A freshly initialised tiny baseline, built once per renderer for the fast tests (they do not train it)."""
     return build_image_model({**TINY, "renderer": {"name": renderer, **options}})
 
 
@@ -149,7 +152,7 @@ def test_every_baseline_overfits_eight_region_captions(renderer):
             for row in rows:
                 turn = row["conversations"][0]
                 turn["value"] = turn["value"].replace("There are", f"In scene {row['image_id']} there are")
-        model, processor = baseline(renderer)
+        model, processor = build_image_model({**TINY, "renderer": {"name": renderer}})
         model.set_trainable(["vision", "projector", "llm"])
         batch = processor(rows)
         optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
