@@ -40,6 +40,15 @@ def _compose(command: str, overrides: list[str]):
     return compose(command, overrides)
 
 
+def set_threads(run: Any) -> None:
+    """``compare.threads`` torch threads (the tiny models' matrices are too small to gain from more, and extra
+    threads lose badly on a busy machine); ``null`` leaves torch's default."""
+    import torch
+
+    if run.cfg.compare.get("threads"):
+        torch.set_num_threads(int(run.cfg.compare.threads))
+
+
 def image_roots(run: Any) -> dict[str, str]:
     """Each built source's raw release in the world: rows' image paths are relative to it."""
     from builders.synthetic import SOURCE_RELEASE
@@ -99,6 +108,7 @@ def train_models(run: Any) -> None:
     """Stage 1 then stage 2 of every model; a model that fails is reported and left out of the evaluation."""
     from gpt4roi.train import main as train_main
 
+    set_threads(run)
     table = Table(title="training (loss first -> last step of each stage)")
     for column in ("model", "stage 1 loss", "stage 2 loss", "steps", "seconds"):
         table.add_column(column, justify="left" if column == "model" else "right")
@@ -149,6 +159,7 @@ def evaluate_models(run: Any) -> None:
     """Every trained model and every floor on the same items of the same tasks."""
     from evaluators.runner import main as eval_main
 
+    set_threads(run)
     shutil.rmtree(run.work / "results", ignore_errors=True)
     jobs: list[tuple[str, list[str], dict[str, str] | None]] = [
         (model, ["model=gpt4roi" if model in GPT4ROI_MODELS else "model=image_level",
