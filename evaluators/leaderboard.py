@@ -175,7 +175,8 @@ def task_rows(board: Board) -> tuple[list[str], list[list[str]]]:
 
 
 def pair_rows(board: Board) -> tuple[list[str], list[list[str]]]:
-    header = ["task", "metric", "model A", "model B", "n", "A", "B", "A - B", "paired bootstrap p"]
+    header = ["task", "metric", "model A", "model B", "n", "A (item mean)", "B (item mean)", "A - B",
+              "paired bootstrap p"]
     rows = [[p["task"], p["metric"], p["model_a"], p["model_b"], str(p["n"]), f"{p['mean_a']:.1f}",
              f"{p['mean_b']:.1f}", f"{p['mean_a'] - p['mean_b']:+.1f}", f"{p['p_value']:.3f}"] for p in board.pairs]
     return header, rows

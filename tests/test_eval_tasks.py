@@ -290,3 +290,51 @@ def test_floors(root):
         similarity = embedded @ shared_encoder().encode([job.request.fields["category"]])[0]
         assert answer == train_captions[int(similarity.argmax())]
     assert len(set(answers)) > 1
+
+
+def _row(source, split, key, regions, human, gpt, references):
+    from builders.schema import validate
+
+    row = {"id": f"{source}:{split}:{key}", "source": source, "variant": "", "task": "region_caption",
+           "split": split, "image": f"img/{key.split(':')[0]}.jpg", "image_id": key.split(":")[0], "width": 200,
+           "height": 100, "regions": regions, "conversations": [{"from": "human", "value": f"<image>\n{human}"},
+                                                                {"from": "gpt", "value": gpt}],
+           "choices": [], "label": -1, "references": references, "meta": "{}"}
+    validate(row)
+    return row
+
+
+def _region(source_id, label, x=10.0):
+    return {"bbox": [x, 10.0, x + 50, 60.0], "segmentation": "", "label": label, "source_id": source_id}
+
+
+def test_phrase_items_group_a_chain_and_hide_labels_that_are_answers(tmp_path):
+    """Flickr30K-style rows (one sentence, its phrase regions): one item per (image, chain), phrases as
+    references; a VG-style row whose region label is its caption never shows that label."""
+    rows = [_row("flickr30k", "test", "7:0", [_region("c1", "a brown dog"), _region("c2", "the grass", 80)],
+                 "Describe the image; mention <region1> and <region2>.", "A brown dog on the grass .",
+                 ["A brown dog on the grass ."]),
+            _row("flickr30k", "test", "7:1", [_region("c1", "a puppy")], "Describe <region1>.",
+                 "A puppy runs .", ["A puppy runs ."]),
+            _row("flickr30k", "test", "8:0", [_region("c1", "a man")], "Describe <region1>.", "A man .",
+                 ["A man ."])]
+    write_folder(tmp_path / "flickr30k", {"test": rows})
+    task = make_task("flickr30k_phrase_reg", TASK_DIR, data_root=tmp_path)
+    items = {item.row_id: item for item in task.all_items}
+    assert set(items) == {"7#regionc1", "7#regionc2", "8#regionc1"}  # chain c1 of image 7 once, image 8 apart
+    assert items["7#regionc1"].references == ("a brown dog", "a puppy")
+    request = items["7#regionc1"].request
+    assert request.row["regions"][0]["label"] == "" and request.fields["category"] == ""
+    assert request.prompt == "<image>\nCan you give a description of the region mentioned by <region1>"
+
+    vg = [_row("vg", "test", "5:1", [_region("1", "red kite in the sky")], "Describe <region1>.",
+               "red kite in the sky", ["red kite in the sky"]),
+          _row("refcocog", "test", "6", [_region("2", "kite")], "Describe <region1>.", "the red kite",
+               ["the red kite", "kite high up"])]
+    write_folder(tmp_path / "vg", {"test": vg[:1]})
+    write_folder(tmp_path / "refcocog", {"test": vg[1:]})
+    vg_request = make_task("vg_reg", TASK_DIR, data_root=tmp_path).jobs()[0].request
+    assert vg_request.row["regions"][0]["label"] == "" and vg_request.fields["category"] == ""
+    ref_request = make_task("refcocog_reg_umd_test", TASK_DIR, data_root=tmp_path,
+                            overrides={"refcocog_reg_umd_test": {"dataset": {"filter": {"variant": ""}}}}).jobs()[0].request
+    assert ref_request.row["regions"][0]["label"] == "kite" == ref_request.fields["category"]  # a category, not the answer

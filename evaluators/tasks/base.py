@@ -52,11 +52,15 @@ class TaskResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def intervals(self, resamples: int, seed: int) -> dict[str, list[float]]:
-        """95% bootstrap interval per metric (corpus-level metrics centred on their corpus value)."""
+        """95% bootstrap interval per metric. Corpus-level metrics (BLEU, METEOR: 0..100) are centred on their
+        corpus value and clipped to their range, which the shift could otherwise leave."""
         out = {}
         for name, scores in self.per_item.items():
-            center = self.metrics[name] if name in self.corpus_level else None
-            out[name] = list(bootstrap_ci(scores, resamples=resamples, seed=seed, center=center))
+            if name in self.corpus_level:
+                low, high = bootstrap_ci(scores, resamples=resamples, seed=seed, center=self.metrics[name])
+                out[name] = [min(max(low, 0.0), 100.0), min(max(high, 0.0), 100.0)]
+            else:
+                out[name] = list(bootstrap_ci(scores, resamples=resamples, seed=seed))
         return out
 
 

@@ -1,9 +1,11 @@
 """Region captioning: RefCOCO / RefCOCO+ / RefCOCOg, Visual Genome (GRiT's test set) and Flickr30K phrases.
 
 One item per evaluation row with one region and its gold ``references`` (the builders write every sentence of
-a referring expression or region into ``references``). The prompt of the config asks about ``{region}``
-(rendered as ``<region1>``); the metrics are the COCO caption toolkit's, tokenised once per task
-(:mod:`evaluators.metrics.captioning`). ``region_ids_file`` restricts the task to a list of region ids (one
+a referring expression or region into ``references``), or, with ``items: region`` (Flickr30K Entities), one
+item per distinct region of an image whose references are its phrases. The prompt of the config asks about
+``{region}`` (rendered as ``<region1>``). A region's label is hidden from the model when it is one of the
+references (Visual Genome labels a region with its own description) or a phrase item's answer. The
+metrics are the COCO caption toolkit's, tokenised once per task (:mod:`evaluators.metrics.captioning`). ``region_ids_file`` restricts the task to a list of region ids (one
 per line, matched against the region's ``source_id``), for the single-region Visual Genome subset other
 papers use; GRiT's full test set and that subset give numbers that are not comparable (PROTOCOLS.md).
 """
@@ -58,24 +60,47 @@ class CaptionTask(Task):
     @cached_property
     def all_items(self) -> list[CaptionItem]:
         prompt = f"{IMAGE_TOKEN}\n{self.cfg['prompt'].format(region=region_token(1))}"
+        per_region = self.cfg.get("items", "row") == "region"
+        candidates = self._region_items() if per_region else self._row_items()
         items = []
-        for row in self.rows:
-            if not row["references"]:
-                self.skipped["no_references"] += 1
-                continue
-            if len(row["regions"]) != 1:
-                self.skipped["not_single_region"] += 1
-                continue
-            region = row["regions"][0]
+        for row, region, references in candidates:
             if self.region_ids is not None and region["source_id"] not in self.region_ids:
                 self.skipped["not_in_region_ids"] += 1
                 continue
-            request = Request(row["id"], request_row(row, prompt), prompt, fields={"category": region["label"]})
-            items.append(CaptionItem(row["id"], tuple(row["references"]), request))
+            hide = per_region or region["label"].strip().lower() in {r.strip().lower() for r in references}
+            key = row["id"] if not per_region else f"{row['image_id']}#region{region['source_id']}"
+            request = Request(key, request_row(row, prompt, regions=[region], hide_region_labels=hide), prompt,
+                              fields={"category": "" if hide else region["label"]})
+            items.append(CaptionItem(key, tuple(references), request))
         if not items:
             raise ValueError(f"task {self.name}: no row with one region and references "
                              f"(skipped: {dict(self.skipped)})")
         return items
+
+    def _row_items(self):
+        """One item per row with one region and its ``references``."""
+        for row in self.rows:
+            if not row["references"]:
+                self.skipped["no_references"] += 1
+            elif len(row["regions"]) != 1:
+                self.skipped["not_single_region"] += 1
+            else:
+                yield row, row["regions"][0], list(row["references"])
+
+    def _region_items(self):
+        """One item per distinct region of an image (``source_id``): its labels over all rows are the references
+        (Flickr30K Entities: the phrases of one entity chain in the image's five sentences)."""
+        groups: dict[tuple[str, str], tuple[dict, dict, list[str]]] = {}
+        for row in self.rows:
+            for region in row["regions"]:
+                if not region["label"].strip():
+                    self.skipped["region_without_label"] += 1
+                    continue
+                key = (row["image_id"], region["source_id"])
+                _, _, labels = groups.setdefault(key, (row, region, []))
+                if region["label"] not in labels:
+                    labels.append(region["label"])
+        yield from groups.values()
 
     def jobs(self) -> list[Job]:
         return [self.job(item.request) for item in self.limited(self.all_items)]
