@@ -51,7 +51,11 @@ class Floor(EvalModel):
             training = {folder.name: stat_digest(shard_paths(folder, self.train_split))
                         for folder in sorted(root.iterdir()) if folder.is_dir() and
                         any((folder / "data").glob(f"{self.train_split}-*.parquet"))} if root.is_dir() else None
-        return digest(type(self).__name__, self.train_split, self.seed, training)
+        return digest(type(self).__name__, self.settings(), training)
+
+    def settings(self) -> dict[str, Any]:
+        """Every constructor setting that changes an answer (part of the fingerprint)."""
+        return {"train_split": self.train_split, "seed": self.seed}
 
     # --- training answers ---------------------------------------------------------------------------------
     def pool(self, request: Request) -> tuple[Counter[int], Counter[str]]:
@@ -139,8 +143,13 @@ class TextSimilarity(Floor):
         self._caption_index: dict[tuple[str, str], tuple[list[str], np.ndarray]] = {}
         self._batch: dict[str, np.ndarray] = {}
 
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "max_train_captions": self.max_train_captions,
+                "encoder": "all-MiniLM-L6-v2"}
+
     @staticmethod
     def query(request: Request) -> str:
+        """The text the options are compared with: the question (and, for QA->R, its answer)."""
         return " ".join(request.fields.get(k, "") for k in ("question", "answer")).strip()
 
     def generate(self, requests: Sequence[Request], **gen_kwargs: Any) -> list[str]:

@@ -272,6 +272,8 @@ def test_floors(root):
     assert chance.generate(requests) == Chance(seed=3).generate(requests)
     assert len(set(chance.generate(requests))) > 1
     assert Prior(train_root=str(root)).fingerprint != Chance().fingerprint
+    assert (TextSimilarity(train_root=str(root), max_train_captions=5).fingerprint
+            != TextSimilarity(train_root=str(root)).fingerprint)
 
     text = TextSimilarity(train_root=str(root))
     chosen = [r.choice_labels.index(a) for r, a in zip(requests, text.generate(requests), strict=True)]
