@@ -14,6 +14,7 @@ from evaluators.metrics import captioning
 from evaluators.metrics.bootstrap import bootstrap_ci, paired_bootstrap_pvalue
 from evaluators.metrics.captioning import CAPTION_METRICS, score_captions, spice_unavailable_reason
 from evaluators.metrics.choice import correct, letter_distribution, parse_letter
+from evaluators.metrics.meteor import PipelinedMeteor
 from evaluators.metrics.semantic import normalize_category, semantic_iou, semantic_similarity
 
 
@@ -40,11 +41,12 @@ def coco_captions(realdata):
     return predictions, references
 
 
-def _coco_eval(predictions, references, monkeypatch):
+def _coco_eval(predictions, references, monkeypatch, meteor):
     """pycocoevalcap's own COCOEvalCap on the same captions (SPICE stubbed when its jars are absent)."""
     from pycocoevalcap import eval as coco_eval
     from pycocotools.coco import COCO
 
+    monkeypatch.setattr(coco_eval, "Meteor", lambda: meteor)
     if spice_unavailable_reason() is not None:
         class NoSpice:
             def compute_score(self, gts, res):
@@ -67,9 +69,14 @@ def _coco_eval(predictions, references, monkeypatch):
 
 
 def test_caption_scores_equal_cocoevalcap(coco_captions, monkeypatch):
+    from pycocoevalcap.meteor.meteor import Meteor
+
     predictions, references = coco_captions
+    # One METEOR JVM (~10 CPU-seconds to start) serves both: pycocoevalcap's client in COCOEvalCap, ours here.
+    toolkit_meteor = Meteor()
+    monkeypatch.setattr(captioning, "shared_meteor", lambda: PipelinedMeteor(process=toolkit_meteor.meteor_p))
     ours = score_captions(predictions, references)
-    theirs = _coco_eval(predictions, references, monkeypatch)
+    theirs = _coco_eval(predictions, references, monkeypatch, toolkit_meteor)
     for name in CAPTION_METRICS:
         assert ours.corpus[name] == pytest.approx(100 * theirs.eval[name], rel=1e-9, abs=1e-9), name
         per_image = [100 * theirs.imgToEval[i][name] for i in range(len(predictions))]

@@ -25,11 +25,14 @@ COMMAND = ["java", "-jar", "-Xmx2G", toolkit_meteor.METEOR_JAR, "-", "-", "-stdi
 class PipelinedMeteor:
     """A METEOR JVM answering whole batches; ``compute_score`` matches ``pycocoevalcap``'s signature."""
 
-    def __init__(self):
-        self.process = subprocess.Popen(COMMAND, cwd=JAR_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL)
+    def __init__(self, process: subprocess.Popen | None = None):
+        """Start the JVM, or drive ``process``, a METEOR ``-stdio`` JVM started elsewhere (its owner closes it)."""
+        if process is None:
+            process = subprocess.Popen(COMMAND, cwd=JAR_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL)
+            atexit.register(self.close)
+        self.process = process
         self.lock = threading.Lock()
-        atexit.register(self.close)
 
     @staticmethod
     def score_line(hypothesis: str, references: list[str]) -> str:
