@@ -345,7 +345,6 @@ def test_phrase_items_group_a_chain_and_hide_labels_that_are_answers(tmp_path):
 def test_tasks_read_corpus_folders_by_config(root, tmp_path):
     """A corpus folder (``<config>/<split>-*.parquet``, as ``gpt4roi corpus`` writes) is read with dataset.config."""
     corpus = tmp_path / "corpus"
-    (corpus / "data").parent.mkdir(parents=True, exist_ok=True)
     write_folder(corpus, {"validation": vcr_rows("validation", 3)})
     (corpus / "data").rename(corpus / "eval_mix")
     task = make_task("vcr_qa", TASK_DIR, data_root=tmp_path,
