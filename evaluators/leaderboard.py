@@ -184,7 +184,7 @@ def pair_rows(board: Board) -> tuple[list[str], list[list[str]]]:
 
 def reported_rows(board: Board) -> tuple[list[str], list[list[str]]]:
     header = ["reported model", "task", "set", "metric", "value", "source"]
-    rows = [[r["model"], r["task"], r["set"], r["metric"], f"{r['value']:g}", r["source"]] for r in board.reported]
+    rows = [[r["model"], r["task"], r["set"], r["metric"], str(r["value"]), r["source"]] for r in board.reported]
     return header, rows
 
 
