@@ -15,9 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SkipRecord, SourceFileError
-from .jsonio import read_json, require_keys
+from .jsonio import iter_json_array, read_json, require_keys
 from .paths import relative_image_path
 from .report import BuildReport
+
+
+def iter_coco_records(path: str | Path, key: str) -> Iterator[Any]:
+    """Stream the list ``key`` (``images``, ``annotations``) of a COCO-format file too large to parse whole.
+
+    GRiT's Visual Genome ``train.json`` holds millions of annotations; a whole-file parse needs several GB
+    before a single row is written, while ijson yields one record at a time.
+    """
+    return iter_json_array(path, f"{key}.item", top_level="object",
+                           what="a COCO-format object with 'images' and 'annotations'")
 
 
 def find_coco_file(raw_root: Path, name: str) -> Path | None:

@@ -28,20 +28,24 @@ def read_json(path: str | Path, *, expect: type | tuple[type, ...] | None = None
     return value
 
 
-def iter_json_array(path: str | Path, prefix: str = "item") -> Iterator[Any]:
-    """Stream the elements of a top-level JSON array without holding the file in memory.
+def iter_json_array(path: str | Path, prefix: str = "item", *, top_level: str = "array",
+                    what: str = "a JSON array of records") -> Iterator[Any]:
+    """Stream the elements at ``prefix`` (ijson syntax) without holding the file in memory.
 
     Visual Genome's ``region_descriptions.json`` is about 700 MB; a whole-file parse needs several GB.
-    ``ijson``'s C backend yields one image record at a time.
+    ``ijson``'s C backend yields one record at a time. ``top_level`` (``array`` or ``object``) is checked on the
+    first byte so that a wrong file fails at once rather than after a full scan; ``what`` names the expected
+    content in errors.
     """
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise SourceFileError(path, "file not found")
+    opener = {"array": b"[", "object": b"{"}[top_level]
     with path.open("rb") as handle:
         first = handle.read(64).lstrip()
-        if first and not first.startswith(b"["):
-            raise SourceFileError(path, "the top level is not a JSON array", position="byte 0",
-                                  expected="a JSON array of records")
+        if first and not first.startswith(opener):
+            raise SourceFileError(path, f"the top level is not a JSON {top_level}", position="byte 0",
+                                  expected=what)
         handle.seek(0)
         done = 0
         try:
@@ -50,7 +54,7 @@ def iter_json_array(path: str | Path, prefix: str = "item") -> Iterator[Any]:
                 done += 1
         except ijson.common.IncompleteJSONError as exc:
             raise SourceFileError(path, f"invalid or truncated JSON: {exc}", position=f"record {done + 1}",
-                                  expected="a complete JSON array") from exc
+                                  expected=f"complete JSON: {what}") from exc
         except UnicodeDecodeError as exc:
             raise SourceFileError(path, f"invalid UTF-8: {exc.reason}", position=f"record {done + 1}",
                                   expected="UTF-8 text") from exc

