@@ -89,7 +89,7 @@ def train_config(run: Any, model: str, stage: str):
     overrides = [f"experiment={family}_{stage}", f"model={model}", f"corpus.path={corpus_folder(run, stage)}",
                  "eval_corpus.path=null", f"out={run_folder(run, model, stage)}", f"train.max_steps={steps}",
                  f"seed={int(run.cfg.seed)}", f"cache_dir={run.work / 'cache'}", "progress=false",
-                 f"train.num_workers={int(compare.num_workers)}"]
+                 f"train.num_workers={int(compare.num_workers)}", f"train.max_length={int(compare.max_length)}"]
     if stage == "stage2":
         blind = _compose("train", overrides).model.get("renderer", {}).get("name") == "blind"
         overrides.append("init_from=null" if blind else f"init_from={run_folder(run, model, 'stage1')}")
