@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
-WORK = Path(__file__).parent / "work"
+WORK = Path(__file__).parent / "scratch"
 
 
 def measure(args: list[str]) -> dict[str, Any]:

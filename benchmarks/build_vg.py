@@ -1,7 +1,7 @@
 """Build Visual Genome at full v1.2 scale: the streaming builder against a naive whole-file loader.
 
 Input: the synthetic ``vg_full`` release (108,077 images, ~5.4 M regions, the six v1.2 files at their real
-size), generated once into ``benchmarks/work/`` and reused. Each contender runs in its own child process so
+size), generated once into ``benchmarks/scratch/`` and reused. Each contender runs in its own child process so
 its peak RSS is its own (``_measure.measure``):
 
 * ``builder``  — ``builders.build.build_source("vg", ...)``: ijson streaming of both files, rows to parquet.

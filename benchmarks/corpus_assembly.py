@@ -1,6 +1,6 @@
 """Assemble a corpus from a large Visual Genome build, next to the raw copy of the same bytes (the floor).
 
-Input: the synthetic ``vg_full`` release made by ``benchmarks/build_vg.py`` (reused from ``benchmarks/work/``,
+Input: the synthetic ``vg_full`` release made by ``benchmarks/build_vg.py`` (reused from ``benchmarks/scratch/``,
 generated if missing), built once with ``builders.build.build_source("vg", ...)`` and then tiled ``--tile``
 times with fresh image ids (so the copies are distinct images, not duplicates) to reach a size where
 I/O dominates. Timed, in this process, after one warm-up read so that every contender reads from the page

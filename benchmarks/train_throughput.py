@@ -1,6 +1,6 @@
 """Training throughput of the tiny GPT4RoI on this CPU, and the data loader's share of a step.
 
-Input: the synthetic world's VG region captions (``benchmarks/work/train_world``, built once). Measured:
+Input: the synthetic world's VG region captions (``benchmarks/scratch/train_world``, built once). Measured:
 
 * **loader alone**: the training DataLoader (image decoding + processor + collation, ``num_workers`` as
   configured) drained without any model work, in seconds per micro-batch;
