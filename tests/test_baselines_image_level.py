@@ -134,22 +134,8 @@ def test_the_training_bundle_checks_checkpoints_against_the_renderer_too():
     assert bundle.encode.__self__.max_length == 256
 
 
-BLIND_DOES_NOT_MEMORISE = pytest.mark.xfail(strict=True, reason=(
-    "open issue: the blind tiny LLM stalls at a loss of 0.14-0.17 (400-800 steps, three prompt variants): "
-    "it never learns the colour from the one prompt token that tells the rows apart (colour tokens stay near "
-    "2 nats) while the trivial tokens reach 0; the image-fed baselines pass"))
-
-
-TEXT_REGION_CONFUSED = pytest.mark.xfail(strict=True, reason=(
-    "open issue: the loss falls below 0.05 but one of the 8 generated captions is the other region's (measured: "
-    "image_words row 4, image_coords row 6): the region is told apart by one text token, which the tiny LLM keys "
-    "on slowly (as blind); training on to 0.01 within 800 steps at lr 2e-3 diverged (0.66)"))
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("renderer", [
-    pytest.param("image_words", marks=TEXT_REGION_CONFUSED), pytest.param("image_coords", marks=TEXT_REGION_CONFUSED),
-    "image_overlay", "image_crop", "image_crop_full", pytest.param("blind", marks=BLIND_DOES_NOT_MEMORISE)])
+@pytest.mark.parametrize("renderer", RENDERERS)
 def test_every_baseline_overfits_eight_region_captions(renderer):
     """As the GPT4RoI overfit test: loss below 0.05, then the exact captions.
 
@@ -166,19 +152,24 @@ def test_every_baseline_overfits_eight_region_captions(renderer):
             for number, row in enumerate(rows):
                 turn = row["conversations"][0]
                 turn["value"] = turn["value"].replace(turn["value"].split(". ")[-1], f"Describe shape {number} briefly.")
+        torch.manual_seed(0)
         model, processor = build_image_model({**TINY, "renderer": {"name": renderer}})
         model.set_trainable(["vision", "projector", "llm"])
         batch = processor(rows)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+        # Trained on to 0.005 at lr 1e-3: at a batch mean of 0.05 the text-only region cue ("object 1" vs
+        # "object 2", or the coordinates) can still lose to the other region's caption on one row, and lr 2e-3
+        # diverged when pushed further (and left blind stalled at 0.14). Measured: every renderer, blind
+        # included, memorises the 8 rows in about 150 steps.
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
         model.train()
         losses = []
-        for _ in range(400):
+        for _ in range(600):
             loss = model(**batch).loss
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
-            if losses[-1] < 0.05:
+            losses.append(loss.item())
+            if losses[-1] < 0.005:
                 break
         assert losses[-1] < 0.05, f"{renderer}: loss after {len(losses)} steps {losses[-1]:.3f} (start {losses[0]:.3f})"
         assert generate_for_rows(model, processor, rows, max_new_tokens=12) == [
