@@ -3,7 +3,7 @@
 Both families are a ``(model, processor)`` pair saved in one folder (a training run's ``hf/``) and answer
 through the same code, :func:`gpt4roi.modeling.inference.generate_for_rows` and ``loglikelihood``: the
 request's row (image, regions, the task's prompt as its only human turn) goes to the processor, which renders
-regions its own way — ``<roi>`` features for GPT4RoI, a :mod:`builders.renderers` renderer for a baseline.
+regions its own way — ``<roi>`` features for GPT4RoI, a :mod:`baselines.renderers` renderer for a baseline.
 This module lives in ``baselines`` because it is the one place allowed to import both ``gpt4roi`` and
 ``evaluators`` (DESIGN.md §2).
 """

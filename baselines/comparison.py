@@ -62,7 +62,9 @@ def corpus_folder(run: Any, stage: str) -> Path:
 
 def assemble_corpora(run: Any) -> None:
     """``gpt4roi corpus recipe=stage1|stage2 decontaminate=true`` on the demo's world."""
-    from builders.corpus import assemble, parse_recipe, settings_from_cfg
+    from builders.corpus.assembler import assemble
+    from builders.corpus.recipe import parse_recipe
+    from builders.corpus.settings import settings_from_cfg
 
     table = Table(title="stage corpora (decontaminated against the recipes' evaluation splits)")
     for column in ("corpus", "rows written", "decontaminated", "seconds"):

@@ -2,7 +2,7 @@
 
 Same CLIP tower, projector and LLM as GPT4RoI (built by the same factory from the same ``conf/model`` keys, so
 with the same seed the shared parts start from identical weights); global image tokens only. A region reaches
-the model the way :mod:`builders.renderers` puts it: in words, as text coordinates, as a coloured box drawn
+the model the way :mod:`baselines.renderers` puts it: in words, as text coordinates, as a coloured box drawn
 on the image, as a crop (alone or before the full image), or not at all (``blind``). Everything else —
 conversation template, label masks, truncation, generation, scoring — is GPT4RoI's own code
 (:class:`~gpt4roi.processing.GPT4RoIProcessor`, :mod:`gpt4roi.modeling.inference`), so the comparison
@@ -31,7 +31,7 @@ from PIL import Image
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionModel, LlamaForCausalLM
 
-from builders.renderers import RegionRenderer, renderer_from_config
+from baselines.renderers import RegionRenderer, renderer_from_config
 from gpt4roi.modeling.configuration_gpt4roi import GPT4RoIConfig
 from gpt4roi.modeling.factory import _dtype, _plain, build_model
 from gpt4roi.modeling.modeling_gpt4roi import GPT4RoIForCausalLM, GPT4RoIPreTrainedModel
@@ -84,7 +84,7 @@ class ImageLevelForCausalLM(GPT4RoIForCausalLM):
             raise ValueError(f"image-level model: {batch} image groups for a batch of {input_ids.shape[0]} sequences")
         if bool((input_ids == self.config.roi_token_id).any()) or any(len(b) for b in boxes or []):
             raise ValueError("image-level model: got <roi> tokens or boxes; regions must be rendered into the text "
-                             "or the image (builders.renderers)")
+                             "or the image (baselines.renderers)")
         patch_mask = input_ids == self.config.image_patch_token_id
         expected = images * self.config.num_image_tokens
         counts = patch_mask.sum(dim=1).tolist()

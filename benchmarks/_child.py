@@ -27,15 +27,15 @@ def builder(raw_root: str, out: str) -> dict[str, Any]:
 
 
 def naive(raw_root: str, out: str) -> dict[str, Any]:
-    from builders.base import region
     from builders.boxes import checked_box, xywh_to_xyxy
-    from builders.captions import balanced_chunks, caption_turns
-    from builders.output import ShardedParquetWriter, atomic_directory
-    from builders.paths import relative_image_path
+    from builders.readers.paths import relative_image_path
     from builders.schema import validate
     from builders.seeding import row_rng
+    from builders.sources.base import region
+    from builders.sources.captions import balanced_chunks, caption_turns
+    from builders.sources.templates import REGION_CAPTION
     from builders.sources.vg import VisualGenomeBuilder
-    from builders.templates import REGION_CAPTION
+    from builders.storage.output import ShardedParquetWriter, atomic_directory
 
     root = Path(raw_root)
     maker = VisualGenomeBuilder(raw_root=raw_root)  # only for make_row: the row layout is the schema's
@@ -82,7 +82,7 @@ def floor(*files: str) -> dict[str, Any]:
 
 
 def stream(file: str) -> dict[str, Any]:
-    from builders.jsonio import iter_json_array
+    from builders.readers.jsonio import iter_json_array
 
     records = sum(1 for _ in iter_json_array(file))
     return {"records": records}

@@ -7,7 +7,7 @@ I/O dominates. Timed, in this process, after one warm-up read so that every cont
 cache:
 
 * ``raw copy``      — ``shutil.copyfile`` of every parquet shard of the build: no assembly can be faster.
-* ``assemble``      — ``builders.corpus.assemble`` with the defaults: dedup, contamination index, statistics,
+* ``assemble``      — ``builders.corpus.assembler.assemble`` with the defaults: dedup, contamination index, statistics,
   card and plots. Every row survives, so the build's shards are copied verbatim after one decoding read.
 * ``sample (all)``  — ``sample: N`` with N above the row count: the two-read path of weighted entries,
   rows re-encoded into new shards.
@@ -51,8 +51,8 @@ def tiled_build(source: Path, tile: int) -> Path:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from builders.datafolder import list_splits
-    from builders.output import ShardedParquetWriter, atomic_directory
+    from builders.storage.datafolder import list_splits
+    from builders.storage.output import ShardedParquetWriter, atomic_directory
 
     folder = WORK / NAME / f"{source.name}_x{tile}"
     if (folder / "build_report.json").is_file():
@@ -96,8 +96,9 @@ def raw_copy(build: Path, target: Path) -> float:
 def assemble_once(build: Path, out: Path, sample: int | None = None, **settings: Any) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
-    from builders.corpus import Settings, assemble
-    from builders.recipe import parse_recipe
+    from builders.corpus.assembler import assemble
+    from builders.corpus.recipe import parse_recipe
+    from builders.corpus.settings import Settings
 
     recipe = parse_recipe({"name": "bench", "sources": {"vg": {"builder": "vg", "build": str(build),
                                                                "sample": sample}}})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .errors import SkipRecord
+from builders.errors import SkipRecord
 
 Box = list[float]
 

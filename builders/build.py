@@ -9,10 +9,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .base import RegionBuilder
-from .output import DEFAULT_MAX_SHARD_BYTES, ShardedParquetWriter, atomic_directory
-from .report import BuildReport
-from .sources import builder_class
+from builders.sources import builder_class
+from builders.sources.base import RegionBuilder
+from builders.storage.output import DEFAULT_MAX_SHARD_BYTES, ShardedParquetWriter, atomic_directory
+from builders.storage.report import BuildReport
 
 
 def make_builder(source: str, raw_root: str | Path, *, seed: int = 0, strict: bool = False,
@@ -28,7 +28,7 @@ def build_source(source: str, raw_root: str | Path, out: str | Path, *, splits: 
                  max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, progress: bool = True) -> BuildReport:
     """Build ``source`` from ``raw_root`` into ``out`` (``data/<split>-*.parquet`` + ``build_report.json``).
 
-    The folder appears only when the whole build succeeded (see :func:`builders.output.atomic_directory`).
+    The folder appears only when the whole build succeeded (see :func:`builders.storage.output.atomic_directory`).
     """
     builder = make_builder(source, raw_root, seed=seed, strict=strict, options=options)
     available = builder.available_splits()

@@ -15,8 +15,8 @@ from typing import Any
 import datasets
 import orjson
 
-from .errors import SchemaError
-from .placeholders import IMAGE_TOKEN, region_refs
+from builders.errors import SchemaError
+from builders.placeholders import IMAGE_TOKEN, region_refs
 
 REGION_FEATURE = {
     "bbox": datasets.List(datasets.Value("float32"), length=4),

@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from builders.report import package_versions
+from builders.storage.report import package_versions
 
 from .cache import AnswerCache
 from .protocol import EvalModel

@@ -26,8 +26,8 @@ from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from builders.errors import SkipRecord
-from builders.paths import resolve_under
 from builders.placeholders import IMAGE_TOKEN, REGION_PATTERN
+from builders.readers.paths import resolve_under
 
 from .tokenizer import IMAGE_END_TOKEN, IMAGE_PATCH_TOKEN, IMAGE_START_TOKEN, ROI_TOKEN
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from builders import templates
+from builders.sources import templates
 
 IMAGE_START_TOKEN = "<im_start>"
 IMAGE_PATCH_TOKEN = "<im_patch>"

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from builders.output import ShardedParquetWriter
 from builders.schema import validate
+from builders.storage.output import ShardedParquetWriter
 
 
 def schema_row(source: str, split: str, key: str, *, image: str, image_id: str, boxes: list[list[float]],

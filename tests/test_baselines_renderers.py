@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from builders.renderers import RegionRenderer, renderer_from_config
+from baselines.renderers import RegionRenderer, renderer_from_config
 from builders.schema import validate
 
 W, H = 100, 80

@@ -17,8 +17,8 @@ import pytest
 
 from builders.build import build_source
 from builders.errors import SourceFileError, StrictModeError
-from builders.flickr_entities import parse_caption
 from builders.placeholders import region_refs
+from builders.readers.flickr_entities import parse_caption
 from builders.schema import validate
 
 GIRL, MATCH = "4945942737", "6338542128"

@@ -20,7 +20,7 @@ from builders.build import build_source, make_builder
 from builders.errors import SourceFileError
 from builders.placeholders import region_refs, strip_image_token
 from builders.schema import validate
-from builders.templates import REGION_CAPTION, REGION_CAPTION_SHORT, REGION_CAPTION_SHORT_APPEARANCE
+from builders.sources.templates import REGION_CAPTION, REGION_CAPTION_SHORT, REGION_CAPTION_SHORT_APPEARANCE
 
 IMAGE_DIR = "images/mscoco/images/train2014"
 REF0 = {  # the first ref of RefCOCO, verbatim from FORMATS.md §1

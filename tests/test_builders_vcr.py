@@ -11,9 +11,9 @@ from pathlib import Path
 import datasets
 import pytest
 
-from builders import vcr_text
 from builders.build import build_source, make_builder
 from builders.errors import SourceFileError, StrictModeError
+from builders.readers import vcr_text
 from builders.schema import validate
 
 FRAME = ("lsmdc_1054_Harry_Potter_and_the_prisoner_of_azkaban/"

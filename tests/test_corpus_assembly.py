@@ -9,9 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from corpus_rows import schema_row, write_build
 
-from builders import corpus as corpus_module
-from builders.corpus import Settings, assemble
-from builders.recipe import RecipeError, parse_recipe
+from builders.corpus import assembler as corpus_module
+from builders.corpus.assembler import assemble
+from builders.corpus.recipe import RecipeError, parse_recipe
+from builders.corpus.settings import Settings
 
 REFCOCO_IMAGE = "images/mscoco/images/train2014/COCO_train2014_{:012d}.jpg"
 

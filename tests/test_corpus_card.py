@@ -1,4 +1,4 @@
-"""The dataset card and the Hub folder: front matter, offline loading, statistics, plots (builders.card)."""
+"""The dataset card and the Hub folder: front matter, offline loading, statistics, plots (builders.corpus.card)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 import yaml
 from corpus_rows import schema_row, write_build
 
-from builders.card import read_card
-from builders.corpus import Settings, assemble
-from builders.recipe import parse_recipe
+from builders.corpus.assembler import assemble
+from builders.corpus.card import read_card
+from builders.corpus.recipe import parse_recipe
+from builders.corpus.settings import Settings
 from builders.schema import FEATURES, validate
 
 REFCOCO_IMAGE = "images/mscoco/images/train2014/COCO_train2014_{:012d}.jpg"

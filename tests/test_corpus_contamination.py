@@ -1,4 +1,4 @@
-"""The contamination check on constructed overlaps (builders.contamination)."""
+"""The contamination check on constructed overlaps (builders.corpus.contamination)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from corpus_rows import schema_row, write_build
 from omegaconf import OmegaConf
 from PIL import Image
 
-from builders import contamination
-from builders.datafolder import list_splits
+from builders.corpus import contamination
+from builders.storage.datafolder import list_splits
 
 REFCOCO_IMAGE = "images/mscoco/images/train2014/COCO_train2014_{:012d}.jpg"
 

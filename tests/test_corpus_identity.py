@@ -1,4 +1,4 @@
-"""Canonical image identity across releases and perceptual hashes (builders.image_identity)."""
+"""Canonical image identity across releases and perceptual hashes (builders.corpus.image_identity)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
-from builders.image_identity import HashIndex, image_keys, perceptual_hash, primary_key
+from builders.corpus.image_identity import HashIndex, image_keys, perceptual_hash, primary_key
 
 
 def test_coco_2014_and_2017_names_share_the_coco_id():

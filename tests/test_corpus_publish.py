@@ -12,10 +12,11 @@ import pytest
 from corpus_rows import schema_row, write_build
 from omegaconf import OmegaConf
 
-from builders import publish as publish_module
-from builders.corpus import Settings, assemble
-from builders.publish import PublishRefused, check_folder, publish
-from builders.recipe import parse_recipe
+from builders.corpus import publish as publish_module
+from builders.corpus.assembler import assemble
+from builders.corpus.publish import PublishRefused, check_folder, publish
+from builders.corpus.recipe import parse_recipe
+from builders.corpus.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +77,11 @@ def test_dry_run_lists_files_and_sizes_without_network(folder, no_network, capsy
             "vg/train-00000-of-00001.parquet"} <= set(names)
     assert check.rows == 8
     assert check.total_bytes == sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-    printed = capsys.readouterr().out
-    assert "someone/corpus (private)" in printed and "8 rows" in printed and "coco/train-00000-of-00001.parquet" in printed
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"dry run: {folder} -> datasets/someone/corpus (private)"
+    listed = [line.split() for line in printed[1:]]
+    assert [row[0] for row in listed[:-1]] == names
+    assert listed[-1][:4] == ["4", "files,", "8", "rows"]
 
 
 def test_upload_calls_create_repo_then_upload_folder(folder, monkeypatch):

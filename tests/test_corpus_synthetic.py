@@ -15,9 +15,9 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from builders.card import read_card
-from builders.datafolder import list_splits
+from builders.corpus.card import read_card
 from builders.schema import validate
+from builders.storage.datafolder import list_splits
 from builders.synthetic import synthesize
 from gpt4roi.cli import main as cli
 

@@ -1,7 +1,7 @@
 """The eval runner end to end: small built splits, the floors, resume after SIGKILL, and the leaderboard.
 
 The splits are hand-written schema rows (validated, written with the project's atomic parquet writer) in the
-layouts the VCR and RefCOCO builders produce (VCR prompts from ``builders.vcr_text``), plus the real COCO
+layouts the VCR and RefCOCO builders produce (VCR prompts from ``builders.readers.vcr_text``), plus the real COCO
 sample for referring object classification. VCR wrong options are other questions' right answers, as in
 VCR's adversarial matching, so a text-only floor is above chance but far from perfect.
 """
@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from builders import vcr_text
 from builders.build import build_source
-from builders.output import ShardedParquetWriter, atomic_directory
 from builders.placeholders import IMAGE_TOKEN
+from builders.readers import vcr_text
 from builders.schema import validate
 from builders.seeding import row_rng
+from builders.storage.output import ShardedParquetWriter, atomic_directory
 from evaluators.protocol import EvalModel, Request, digest
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,12 +19,12 @@ from builders.boxes import (
     xyxy_to_normalized,
 )
 from builders.errors import SkipRecord, SourceFileError
-from builders.jsonio import iter_json_array, iter_jsonl, read_json, read_text
-from builders.output import ShardedParquetWriter, atomic_directory
-from builders.paths import relative_image_path, resolve_under
 from builders.placeholders import region_refs, with_image_prefix
-from builders.safe_pickle import safe_load_pickle
+from builders.readers.jsonio import iter_json_array, iter_jsonl, read_json, read_text
+from builders.readers.paths import relative_image_path, resolve_under
+from builders.readers.safe_pickle import safe_load_pickle
 from builders.seeding import row_rng
+from builders.storage.output import ShardedParquetWriter, atomic_directory
 
 
 def test_box_conventions_on_real_records():

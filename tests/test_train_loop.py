@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from builders.output import ShardedParquetWriter
+from builders.storage.output import ShardedParquetWriter
 from gpt4roi.cli import compose
 from gpt4roi.cli import main as cli_main
 from gpt4roi.train import main as train_main

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..base import RegionBuilder
+from builders.sources.base import RegionBuilder
 
 BUILDERS: dict[str, str] = {
     "coco": "builders.sources.coco:CocoBuilder",

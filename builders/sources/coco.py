@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..base import RegionBuilder, region, turn
-from ..boxes import checked_box, xywh_to_xyxy
-from ..cocofile import CocoIndex, find_coco_file
-from ..errors import SkipRecord
-from ..placeholders import IMAGE_TOKEN, region_token
-from ..seeding import row_rng
-from ..templates import CATEGORY_VOCABULARY, REGION_CATEGORY, pick
+from builders.boxes import checked_box, xywh_to_xyxy
+from builders.errors import SkipRecord
+from builders.placeholders import IMAGE_TOKEN, region_token
+from builders.readers.cocofile import CocoIndex, find_coco_file
+from builders.seeding import row_rng
+from builders.sources.base import RegionBuilder, region, turn
+from builders.sources.templates import CATEGORY_VOCABULARY, REGION_CATEGORY, pick
 
 SPLIT_FILES = {"train": "train", "validation": "val"}
 

@@ -26,11 +26,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..base import RegionBuilder, region, turn
-from ..boxes import checked_box, union_box, voc_to_xyxy
-from ..cocofile import CocoIndex
-from ..errors import SkipRecord
-from ..flickr_entities import (
+from builders.boxes import checked_box, union_box, voc_to_xyxy
+from builders.errors import SkipRecord
+from builders.placeholders import IMAGE_TOKEN, region_token
+from builders.readers.cocofile import CocoIndex
+from builders.readers.flickr_entities import (
     Caption,
     EntitiesFiles,
     EntityBoxes,
@@ -38,11 +38,11 @@ from ..flickr_entities import (
     read_split_ids,
     read_unrelated_captions,
 )
-from ..jsonio import require_keys
-from ..paths import relative_image_path
-from ..placeholders import IMAGE_TOKEN, region_token
-from ..seeding import row_rng
-from ..templates import MULTI_REGION_DESCRIBE, MULTI_REGION_MATCH, join_regions, pick
+from builders.readers.jsonio import require_keys
+from builders.readers.paths import relative_image_path
+from builders.seeding import row_rng
+from builders.sources.base import RegionBuilder, region, turn
+from builders.sources.templates import MULTI_REGION_DESCRIBE, MULTI_REGION_MATCH, join_regions, pick
 
 TASK = "multi_region_caption"
 SPLIT_FILES = {"train": "train", "validation": "val", "test": "test"}

@@ -37,16 +37,16 @@ from typing import Any
 
 import numpy as np
 
-from ..base import RegionBuilder, region, turn
-from ..boxes import checked_box, normalized_to_xyxy
-from ..errors import SkipRecord, SourceFileError
-from ..image_size import image_size
-from ..jsonio import iter_json_array, read_text, require_keys
-from ..paths import relative_image_path
-from ..placeholders import IMAGE_TOKEN, region_refs, region_token, strip_image_token, with_image_prefix
-from ..safe_pickle import safe_load_pickle
-from ..seeding import row_rng
-from ..templates import DETECTION_PREAMBLE, PRESENCE_QUESTION, join_regions, pick
+from builders.boxes import checked_box, normalized_to_xyxy
+from builders.errors import SkipRecord, SourceFileError
+from builders.placeholders import IMAGE_TOKEN, region_refs, region_token, strip_image_token, with_image_prefix
+from builders.readers.image_size import image_size
+from builders.readers.jsonio import iter_json_array, read_text, require_keys
+from builders.readers.paths import relative_image_path
+from builders.readers.safe_pickle import safe_load_pickle
+from builders.seeding import row_rng
+from builders.sources.base import RegionBuilder, region, turn
+from builders.sources.templates import DETECTION_PREAMBLE, PRESENCE_QUESTION, join_regions, pick
 
 FULL_FILE = "llava_instruct_150k"
 PART_FILES = ("conversation_58k", "detail_23k", "complex_reasoning_77k")

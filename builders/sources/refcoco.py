@@ -21,15 +21,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..base import RegionBuilder, region
-from ..boxes import checked_box, xywh_to_xyxy
-from ..captions import caption_turns
-from ..cocofile import CocoIndex
-from ..errors import SkipRecord, SourceFileError
-from ..jsonio import require_keys
-from ..safe_pickle import safe_load_pickle
-from ..seeding import row_rng
-from ..templates import REGION_CAPTION, REGION_CAPTION_SHORT, REGION_CAPTION_SHORT_APPEARANCE
+from builders.boxes import checked_box, xywh_to_xyxy
+from builders.errors import SkipRecord, SourceFileError
+from builders.readers.cocofile import CocoIndex
+from builders.readers.jsonio import require_keys
+from builders.readers.safe_pickle import safe_load_pickle
+from builders.seeding import row_rng
+from builders.sources.base import RegionBuilder, region
+from builders.sources.captions import caption_turns
+from builders.sources.templates import REGION_CAPTION, REGION_CAPTION_SHORT, REGION_CAPTION_SHORT_APPEARANCE
 
 SPLIT_ORDER = ("train", "validation", "test", "testA", "testB")
 RAW_TO_SPLIT = {"train": "train", "val": "validation", "test": "test", "testA": "testA", "testB": "testB"}

@@ -21,7 +21,7 @@ Every jsonl line is one question about one movie frame; the frame's metadata jso
     without any reference is allowed.
 ``qa`` / ``qar`` (``vcr_qa`` / ``vcr_qar``)
     GPT4RoI's multiple-choice prompt (PROTOCOLS.md, "VCR multiple choice"), built by
-    :mod:`builders.vcr_text`: every object is a region, references are 1-based numbers naming them, the four
+    :mod:`builders.readers.vcr_text`: every object is a region, references are 1-based numbers naming them, the four
     options are ``choices``, ``label`` is the right one, the assistant turn is its letter, e.g. ``(C)``. The
     paper's ``### Question:`` / ``### Answer:`` markers are the conversation template's role headers and are
     not part of the stored turns.
@@ -46,15 +46,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .. import vcr_text
-from ..base import RegionBuilder, region, turn
-from ..boxes import checked_box
-from ..errors import SkipRecord, SourceFileError
-from ..jsonio import iter_jsonl, read_json, require_keys
-from ..paths import relative_image_path, resolve_under
-from ..placeholders import IMAGE_TOKEN, region_token
-from ..seeding import row_rng
-from ..templates import REGION_REASONING_PREFIX, join_regions, pick
+from builders.boxes import checked_box
+from builders.errors import SkipRecord, SourceFileError
+from builders.placeholders import IMAGE_TOKEN, region_token
+from builders.readers import vcr_text
+from builders.readers.jsonio import iter_jsonl, read_json, require_keys
+from builders.readers.paths import relative_image_path, resolve_under
+from builders.seeding import row_rng
+from builders.sources.base import RegionBuilder, region, turn
+from builders.sources.templates import REGION_REASONING_PREFIX, join_regions, pick
 
 SPLIT_FILES = {"train": "train", "validation": "val", "test": "test"}
 VARIANTS = ("all", "single", "multi", "qa", "qar")

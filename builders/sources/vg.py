@@ -26,15 +26,15 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
-from ..base import RegionBuilder, region
-from ..boxes import checked_box, xywh_to_xyxy
-from ..captions import balanced_chunks, caption_turns
-from ..cocofile import iter_coco_records
-from ..errors import SkipRecord, SourceFileError
-from ..jsonio import iter_json_array, read_text, require_keys
-from ..paths import relative_image_path
-from ..seeding import row_rng
-from ..templates import REGION_CAPTION
+from builders.boxes import checked_box, xywh_to_xyxy
+from builders.errors import SkipRecord, SourceFileError
+from builders.readers.cocofile import iter_coco_records
+from builders.readers.jsonio import iter_json_array, read_text, require_keys
+from builders.readers.paths import relative_image_path
+from builders.seeding import row_rng
+from builders.sources.base import RegionBuilder, region
+from builders.sources.captions import balanced_chunks, caption_turns
+from builders.sources.templates import REGION_CAPTION
 
 TASK = "region_caption"
 LAYOUTS = ("auto", "release", "grit")

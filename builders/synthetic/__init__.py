@@ -15,12 +15,12 @@ from typing import Any
 
 import orjson
 
-from ..output import atomic_directory
-from .releases import coco, flickr30k, llava, refer, vcr, vg
-from .releases.variants import CONVERTERS
-from .vg_full import write_vg_full
-from .vocab import SHAPES
-from .world import SCALES, World
+from builders.storage.output import atomic_directory
+from builders.synthetic.releases import coco, flickr30k, llava, refer, vcr, vg
+from builders.synthetic.releases.variants import CONVERTERS
+from builders.synthetic.vg_full import write_vg_full
+from builders.synthetic.vocab import SHAPES
+from builders.synthetic.world import SCALES, World
 
 # Release folder -> writer; the order fixes which release holds the original of a shared picture.
 RELEASES = {"coco": coco.write, "flickr30k": flickr30k.write, "refer": refer.write, "vg": vg.write,

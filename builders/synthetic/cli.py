@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import synthesize
+from builders.synthetic import synthesize
 
 
 def print_summary(summary: dict[str, dict[str, Any]], title: str) -> None:
@@ -26,7 +26,7 @@ def main(cfg: Any) -> None:
     if cfg.scale == "vg_full":
         from tqdm.auto import tqdm
 
-        from .vg_full import VG_IMAGES
+        from builders.synthetic.vg_full import VG_IMAGES
 
         bar = tqdm(total=cfg.vg_images or VG_IMAGES, desc="vg_full images", unit=" img", dynamic_ncols=True)
     summary = synthesize(cfg.out, cfg.scale, int(cfg.seed), variants=bool(cfg.variants), vg_images=cfg.vg_images,

@@ -7,8 +7,8 @@ import random
 
 from PIL import Image, ImageDraw
 
-from .scene import Scene, SceneObject
-from .vocab import COLOURS
+from builders.synthetic.scene import Scene, SceneObject
+from builders.synthetic.vocab import COLOURS
 
 JPEG_SETTINGS = {"format": "JPEG", "quality": 90, "subsampling": 0, "optimize": False, "progressive": False}
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .scene import Scene, SceneObject, extreme, relation_holds
-from .vocab import ORDINALS, RELATIONS, SHAPE_PLURAL, number_word
+from builders.synthetic.scene import Scene, SceneObject, extreme, relation_holds
+from builders.synthetic.vocab import ORDINALS, RELATIONS, SHAPE_PLURAL, number_word
 
 ATTRIBUTE_ORDER = ("size", "texture", "colour", "shape")  # English adjective order: "large striped red circle"
 

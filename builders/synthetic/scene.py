@@ -12,7 +12,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from .vocab import BACKGROUNDS, COLOURS, ORDINALS, SHAPES, SIZES, TEXTURES, Background
+from builders.synthetic.vocab import BACKGROUNDS, COLOURS, ORDINALS, SHAPES, SIZES, TEXTURES, Background
 
 IMAGE_SIZES: tuple[tuple[int, int], ...] = ((320, 240), (288, 224), (256, 256), (240, 320), (320, 256),
                                             (224, 288))

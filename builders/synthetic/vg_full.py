@@ -12,9 +12,9 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from .releases.vg import VgWriter
-from .scene import Scene, SceneObject
-from .vocab import BACKGROUNDS, COLOURS, SHAPES, SIZES, TEXTURES
+from builders.synthetic.releases.vg import VgWriter
+from builders.synthetic.scene import Scene, SceneObject
+from builders.synthetic.vocab import BACKGROUNDS, COLOURS, SHAPES, SIZES, TEXTURES
 
 VG_IMAGES = 108_077
 VG_IMAGE_SIZES = ((800, 600), (500, 333), (640, 480), (800, 533), (600, 800), (1024, 768))

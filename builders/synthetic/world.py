@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..seeding import row_rng
-from .draw import draw_scene, encode_jpeg
-from .files import link_or_copy
-from .scene import Scene, make_scene
+from builders.seeding import row_rng
+from builders.synthetic.draw import draw_scene, encode_jpeg
+from builders.synthetic.files import link_or_copy
+from builders.synthetic.scene import Scene, make_scene
 
 
 @dataclass(frozen=True)

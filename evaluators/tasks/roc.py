@@ -23,10 +23,10 @@ from typing import Any
 
 from builders.boxes import checked_box, xywh_to_xyxy
 from builders.errors import SkipRecord, SourceFileError
-from builders.jsonio import read_json
 from builders.placeholders import IMAGE_TOKEN, region_token
-from builders.report import file_fingerprint
+from builders.readers.jsonio import read_json
 from builders.seeding import row_rng
+from builders.storage.report import file_fingerprint
 
 from ..data import resolve_path
 from ..metrics.semantic import normalize_category, semantic_iou, semantic_similarity

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from builders import vcr_text
 from builders.placeholders import IMAGE_TOKEN
+from builders.readers import vcr_text
 
 from ..metrics.choice import correct, letter, letter_distribution, parse_letter
 from ..protocol import Request, digest, request_row

@@ -22,14 +22,14 @@ import datasets
 import torch
 from PIL import Image
 
-from builders.vcr_text import LETTERS
+from builders.readers.vcr_text import LETTERS
 
 from ..processing import load_image
 
 Encode = Callable[[Mapping[str, Any], Image.Image], dict[str, Any]]
 Collate = Callable[[list[dict[str, Any]]], dict[str, Any]]
 MC_TASKS = ("vcr_qa", "vcr_qar")
-CORPUS_REPORT = "corpus_report.json"  # written by ``gpt4roi corpus`` (builders.corpus)
+CORPUS_REPORT = "corpus_report.json"  # written by ``gpt4roi corpus`` (builders.corpus.assembler)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import datasets
 from PIL import Image
 from tqdm import tqdm
 
-from builders.datafolder import folder_fingerprint
 from builders.schema import validate
+from builders.storage.datafolder import folder_fingerprint
 
 from .data import CorpusSpec, Encode
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..files import write_json
-from ..world import World
-from .cocoformat import document, image_record, instance_record
+from builders.synthetic.files import write_json
+from builders.synthetic.releases.cocoformat import document, image_record, instance_record
+from builders.synthetic.world import World
 
 
 def write(world: World, root: Path) -> dict[str, int]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..scene import Scene, SceneObject
-from ..vocab import SHAPES, SUPERCATEGORY
+from builders.synthetic.scene import Scene, SceneObject
+from builders.synthetic.vocab import SHAPES, SUPERCATEGORY
 
 LICENSES = [{"url": "http://creativecommons.org/licenses/by/4.0/", "id": 1, "name": "Synthetic (CC BY 4.0)"}]
 

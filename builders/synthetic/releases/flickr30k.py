@@ -10,11 +10,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from ...seeding import row_rng
-from ..language import group_phrase
-from ..scene import Scene, SceneObject, relation_holds
-from ..vocab import RELATIONS
-from ..world import World
+from builders.seeding import row_rng
+from builders.synthetic.language import group_phrase
+from builders.synthetic.scene import Scene, SceneObject, relation_holds
+from builders.synthetic.vocab import RELATIONS
+from builders.synthetic.world import World
 
 CAPTIONS_PER_IMAGE = 5
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ...seeding import row_rng
-from ..files import write_json, write_pickle
-from ..language import (
+from builders.seeding import row_rng
+from builders.synthetic.files import write_json, write_pickle
+from builders.synthetic.language import (
     group_phrase,
     join_words,
     left_to_right,
@@ -24,9 +24,9 @@ from ..language import (
     scene_description,
     shared_attribute_pairs,
 )
-from ..scene import Scene
-from ..vocab import COLOURS, SHAPES, number_word
-from ..world import World
+from builders.synthetic.scene import Scene
+from builders.synthetic.vocab import COLOURS, SHAPES, number_word
+from builders.synthetic.world import World
 
 DETECTION_FILE = "llava_150k_bbox_pred_results.pkl"
 

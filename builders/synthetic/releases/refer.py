@@ -13,13 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...seeding import row_rng
-from ..files import write_json, write_pickle
-from ..language import Description, appearance_expressions, location_expressions, long_expressions
-from ..scene import Scene, SceneObject
-from ..vocab import SHAPES
-from ..world import World
-from .cocoformat import annotation_id, document, image_record, instance_record
+from builders.seeding import row_rng
+from builders.synthetic.files import write_json, write_pickle
+from builders.synthetic.language import (
+    Description,
+    appearance_expressions,
+    location_expressions,
+    long_expressions,
+)
+from builders.synthetic.releases.cocoformat import annotation_id, document, image_record, instance_record
+from builders.synthetic.scene import Scene, SceneObject
+from builders.synthetic.vocab import SHAPES
+from builders.synthetic.world import World
 
 IMAGE_DIR = "images/mscoco/images/train2014"
 SENTENCES_PER_REF = 3

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from ..files import link_or_copy, write_json
+from builders.synthetic.files import link_or_copy, write_json
 
 # MDETR converted refs(unc) for RefCOCO and RefCOCO+, refs(umd) for RefCOCOg (FORMATS.md §1b).
 MDETR_REFEXP = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}

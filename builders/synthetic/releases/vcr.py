@@ -11,11 +11,11 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ...seeding import row_rng
-from ..files import write_json, write_jsonl
-from ..scene import Scene, SceneObject
-from ..vocab import COLOURS, SIZES, TEXTURES
-from ..world import World
+from builders.seeding import row_rng
+from builders.synthetic.files import write_json, write_jsonl
+from builders.synthetic.scene import Scene, SceneObject
+from builders.synthetic.vocab import COLOURS, SIZES, TEXTURES
+from builders.synthetic.world import World
 
 FRAMES_PER_MOVIE = 3
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import orjson
 
-from ...seeding import row_rng
-from ..files import JsonArrayWriter
-from ..language import region_phrase, relation_phrase
-from ..scene import Scene, SceneObject, relation_holds
-from ..vocab import RELATIONS, SHAPE_SYNSET, number_word
-from ..world import World
+from builders.seeding import row_rng
+from builders.synthetic.files import JsonArrayWriter
+from builders.synthetic.language import region_phrase, relation_phrase
+from builders.synthetic.scene import Scene, SceneObject, relation_holds
+from builders.synthetic.vocab import RELATIONS, SHAPE_SYNSET, number_word
+from builders.synthetic.world import World
 
 RELATION_NAMES = tuple(RELATIONS)
 FILES = ("image_data", "region_descriptions", "objects", "attributes", "relationships", "question_answers")

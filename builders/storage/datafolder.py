@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import SourceFileError
+from builders.errors import SourceFileError
 
 SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z]+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.parquet$")
 BUILD_DATA_DIR = "data"

@@ -17,10 +17,10 @@ import datasets
 import yaml
 from huggingface_hub import DatasetCardData
 
-from .contamination import markdown_table
-from .corpus_stats import AREA_CLASSES, CorpusStats
-from .recipe import Recipe
-from .schema import FEATURES
+from builders.corpus.contamination import markdown_table
+from builders.corpus.recipe import Recipe
+from builders.corpus.stats import AREA_CLASSES, CorpusStats
+from builders.schema import FEATURES
 
 CARD_NAME = "README.md"
 TASK_CATEGORIES = ["image-text-to-text", "visual-question-answering"]
@@ -256,7 +256,7 @@ def write_card(folder: Path, recipe: Recipe, report: dict[str, Any], stats: Corp
     metadata = card_metadata(recipe, report)
     figures: list[str] = []
     if plots and stats.configs():
-        from .card_plots import write_plots
+        from builders.corpus.plots import write_plots
 
         figures = write_plots(stats, folder)
     front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import SkipRecord
+from builders.errors import SkipRecord
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -21,8 +21,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SkipRecord, SourceFileError
-from .jsonio import read_text
+from builders.errors import SkipRecord, SourceFileError
+from builders.readers.jsonio import read_text
 
 NOT_VISUAL = "notvisual"
 _HEADER = re.compile(r"/EN#(\d+)((?:/[^/\s]+)+)\s+(\S.*)", re.DOTALL)

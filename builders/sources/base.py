@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 import datasets
 
-from .report import BuildReport
-from .schema import FEATURES, validate
+from builders.schema import FEATURES, validate
+from builders.storage.report import BuildReport
 
 
 class RegionBuilderConfig(datasets.BuilderConfig):

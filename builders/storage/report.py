@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .errors import SkipRecord, StrictModeError
+from builders.errors import SkipRecord, StrictModeError
 
 EXAMPLES_PER_REASON = 5
 BUILD_PACKAGES = ("gpt4roi-suite", "datasets", "pyarrow", "ijson", "orjson", "pycocotools")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .corpus_stats import AREA_EDGES, ASPECT_EDGES, REGION_BINS, CorpusStats, Stats
+from builders.corpus.stats import AREA_EDGES, ASPECT_EDGES, REGION_BINS, CorpusStats, Stats
 
 PLOT_DIR = "plots"
 # PNG metadata without the matplotlib version, so that the same corpus gives the same files.

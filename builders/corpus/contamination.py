@@ -3,7 +3,7 @@
 RefCOCO/+/g validation and test images are COCO train2014 images; Visual Genome shares about 50K images with
 COCO and some with Flickr30K; LLaVA-Instruct is built on COCO train2017. A model trained on such a corpus may
 have seen an evaluation image, or been taught the very box it is asked about. This module indexes the
-evaluation splits by canonical image identity (:mod:`builders.image_identity`, optionally a perceptual hash)
+evaluation splits by canonical image identity (:mod:`builders.corpus.image_identity`, optionally a perceptual hash)
 and checks every training row against it:
 
 * an **image overlap**: the row's image is an evaluation image;
@@ -28,10 +28,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .boxes import box_iou
-from .datafolder import SplitFiles, list_splits
-from .errors import SourceFileError
-from .image_identity import HashIndex, image_keys, perceptual_hash, primary_key
+from builders.boxes import box_iou
+from builders.corpus.image_identity import HashIndex, image_keys, perceptual_hash, primary_key
+from builders.errors import SourceFileError
+from builders.storage.datafolder import SplitFiles, list_splits
 
 DEFAULT_IOU = 0.9
 IDENTITY_COLUMNS = ["source", "image", "image_id", "meta", "width", "height", "regions"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import SkipRecord
+from builders.errors import SkipRecord
 
 
 def resolve_under(root: str | Path, relative: str) -> Path:

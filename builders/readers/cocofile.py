@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SkipRecord, SourceFileError
-from .jsonio import iter_json_array, read_json, require_keys
-from .paths import relative_image_path
-from .report import BuildReport
+from builders.errors import SkipRecord, SourceFileError
+from builders.readers.jsonio import iter_json_array, read_json, require_keys
+from builders.readers.paths import relative_image_path
+from builders.storage.report import BuildReport
 
 
 def iter_coco_records(path: str | Path, key: str) -> Iterator[Any]:

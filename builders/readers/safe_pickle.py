@@ -12,7 +12,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from .errors import SourceFileError
+from builders.errors import SourceFileError
 
 _NUMPY_GLOBALS = {
     ("numpy", "ndarray"),

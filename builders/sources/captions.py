@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from .base import turn
-from .placeholders import IMAGE_TOKEN, region_token
+from builders.placeholders import IMAGE_TOKEN, region_token
+from builders.sources.base import turn
 
 
 def caption_turns(answers: Sequence[str], templates: Sequence[str], rng: random.Random) -> list[dict[str, str]]:

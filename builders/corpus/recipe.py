@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .schema import SPLITS
+from builders.schema import SPLITS
 
 SOURCE_KEYS = {"builder", "raw", "options", "splits", "sample", "repeat", "variants", "build"}
 EVAL_KEYS = {"builder", "raw", "options", "splits", "build"}  # every row of an eval split is checked

@@ -1,6 +1,6 @@
 """``gpt4roi corpus``: assemble a training corpus from per-source builds, following a recipe.
 
-Steps, for each recipe entry in order (:mod:`builders.recipe`):
+Steps, for each recipe entry in order (:mod:`builders.corpus.recipe`):
 
 1. **Build** every distinct source build the recipe needs with :func:`builders.build.build_source` into the
    builds folder (``<out>.builds`` unless ``builds=`` is given), or reuse a build already there with the same
@@ -14,7 +14,7 @@ Steps, for each recipe entry in order (:mod:`builders.recipe`):
    depends on neither input order nor the other sources — and ``repeat: k`` writes every kept row k times.
 4. **Write** ``<out>/<entry>/<split>-NNNNN-of-NNNNN.parquet`` (Arrow batches copied through, images embedded
    with ``embed_images=true``), the contamination report of the rows written, the statistics, and the
-   dataset card (:mod:`builders.card`); ``default`` is declared in the card as the union of all entries.
+   dataset card (:mod:`builders.corpus.card`); ``default`` is declared in the card as the union of all entries.
 
 The whole folder is written atomically; its fingerprint is the sha256 of its parquet files (identical runs
 give identical files: no timestamps, deterministic order and sampling).
@@ -22,9 +22,7 @@ give identical files: no timestamps, deterministic order and sampling).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -33,210 +31,28 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from .build import build_source
-from .contamination import ContaminationChecker, EvalIndex, RowHits, RowImage, batch_images, build_eval_index
-from .corpus_stats import CorpusStats
-from .datafolder import SplitFiles, check_schema, folder_fingerprint, list_splits
-from .errors import SourceFileError
-from .output import DEFAULT_MAX_SHARD_BYTES, ShardedParquetWriter, atomic_directory
-from .paths import resolve_under
-from .recipe import BuildSpec, Entry, Recipe, options_dict, parse_recipe
-from .report import package_versions
-from .schema import FEATURES, validate
+from builders.corpus.builds import Build, prepare_builds
+from builders.corpus.contamination import (
+    ContaminationChecker,
+    EvalIndex,
+    RowHits,
+    batch_images,
+    build_eval_index,
+)
+from builders.corpus.digests import row_digests, sample_rank
+from builders.corpus.embed import embed_images
+from builders.corpus.recipe import BuildSpec, Entry, Recipe, options_dict
+from builders.corpus.settings import Settings
+from builders.corpus.stats import CorpusStats
+from builders.corpus.tables import _rows_of, copy_shards, is_schema_shard, repeated, validate_table
+from builders.schema import FEATURES
+from builders.storage.datafolder import SplitFiles, folder_fingerprint
+from builders.storage.output import ShardedParquetWriter, atomic_directory
+from builders.storage.report import package_versions
 
 REPORT_NAME = "corpus_report.json"
-
-
-@dataclass
-class Settings:
-    """The command's settings besides the recipe (see conf/corpus/config.yaml)."""
-
-    raw_root: Path | None
-    out: Path
-    builds: Path | None = None
-    seed: int = 0
-    rebuild: bool = False
-    embed_images: bool = False
-    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
-    dedup: bool = True
-    decontaminate: bool = False
-    decontaminate_level: str = "image"
-    iou: float = 0.9
-    phash: str | None = None
-    max_hash_distance: int = 0
-    validate: bool = False
-    card: bool = True
-    plots: bool = True
-    progress: bool = True
-    batch_rows: int = 1000
-
-    def builds_dir(self) -> Path:
-        return self.builds or self.out.parent / f"{self.out.name}.builds"
-
-
-@dataclass
-class Build:
-    """A source build ready to read: its folder, report and the raw root its image paths are relative to."""
-
-    spec: BuildSpec
-    folder: Path
-    raw_root: Path | None
-    report: dict[str, Any]
-    reused: bool
-    splits: dict[str, SplitFiles] = field(default_factory=dict)
-
-
-def _build_matches(folder: Path, spec: BuildSpec, seed: int, splits: set[str]) -> bool:
-    """Whether ``folder`` holds a finished build of ``spec`` with every needed split."""
-    report_path = folder / "build_report.json"
-    if not report_path.is_file():
-        return False
-    report = json.loads(report_path.read_text())
-    options = report.get("options", {})
-    same = (report.get("seed") == seed and all(options.get(k) == v for k, v in options_dict(spec).items()))
-    have = {split.split for split in list_splits(folder)} if same else set()
-    return same and splits <= have
-
-
-def prepare_builds(recipe: Recipe, settings: Settings) -> dict[BuildSpec, Build]:
-    """Every build the recipe needs, built now or reused (see the module docstring)."""
-    builds: dict[BuildSpec, Build] = {}
-    for spec, needed in recipe.builds().items():
-        raw_root = spec.raw_root(settings.raw_root) if settings.raw_root else (Path(spec.raw) if spec.raw else None)
-        if spec.build:
-            folder, reused = Path(spec.build), True
-        else:
-            if raw_root is None:
-                raise ValueError(f"recipe {recipe.name}: builder {spec.builder} needs raw_root=<dir>")
-            folder = settings.builds_dir() / spec.key(settings.seed)
-            reused = not settings.rebuild and _build_matches(folder, spec, settings.seed, needed)
-            if not reused:
-                build_source(spec.builder, raw_root, folder, splits=sorted(needed), seed=settings.seed,
-                             options=options_dict(spec), max_shard_bytes=settings.max_shard_bytes,
-                             progress=settings.progress)
-        report_path = folder / "build_report.json"
-        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-        build = Build(spec, folder, raw_root, report, reused, {s.split: s for s in list_splits(folder)})
-        missing = sorted(needed - set(build.splits))
-        if missing:
-            raise SourceFileError(folder, f"build of {spec.builder} lacks split(s) {missing}",
-                                  expected=f"splits {sorted(needed)}")
-        for split in needed:
-            for path in build.splits[split].paths:
-                check_schema(path, FEATURES.arrow_schema)
-        builds[spec] = build
-    return builds
-
-
-def sample_rank(seed: int, row_id: str) -> bytes:
-    """The sampling order of a row: ``sample: N`` keeps the N smallest ranks."""
-    return hashlib.sha256(f"{seed}\x1fsample\x1f{row_id}".encode()).digest()[:16]
-
-
-def _string_parts(array: pa.Array) -> tuple[memoryview, list[int], memoryview]:
-    """A string array's UTF-8 bytes, its offsets (as ints, indexing those bytes) and its lengths (int32)."""
-    width = np.int64 if pa.types.is_large_string(array.type) else np.int32
-    offsets = np.frombuffer(array.buffers()[1], dtype=width)[array.offset:array.offset + len(array) + 1]
-    data = array.buffers()[2]
-    lengths = np.diff(offsets).astype(np.int32)
-    return memoryview(data if data is not None else b""), offsets.tolist(), memoryview(lengths).cast("B")
-
-
-def row_digests(batch: pa.RecordBatch, images: list[RowImage]) -> list[bytes]:
-    """A digest per row of what makes two rows the same sample: image identity, boxes, labels, turns.
-
-    Each row's boxes, labels, roles and turn texts are contiguous slices of the batch's Arrow buffers; the
-    digest reads those slices and the strings' lengths (the boundaries) without building Python strings.
-    """
-    regions = batch.column("regions")
-    region_offsets = (regions.offsets.to_numpy() - regions.offsets[0].as_py()).tolist()
-    flat = regions.flatten()
-    boxes = memoryview(pc.struct_field(flat, "bbox").flatten().to_numpy(zero_copy_only=False)
-                       .astype(np.float32)).cast("B")
-    turns = batch.column("conversations")
-    turn_offsets = (turns.offsets.to_numpy() - turns.offsets[0].as_py()).tolist()
-    turn_flat = turns.flatten()
-    strings = [(_string_parts(pc.struct_field(flat, "label")), region_offsets),
-               (_string_parts(pc.struct_field(turn_flat, "from")), turn_offsets),
-               (_string_parts(pc.struct_field(turn_flat, "value")), turn_offsets)]
-    digests = []
-    for index, image in enumerate(images):
-        r0, r1 = region_offsets[index], region_offsets[index + 1]
-        digest = hashlib.blake2b(image.primary.encode(), digest_size=16)
-        digest.update(boxes[16 * r0:16 * r1])
-        for (data, offsets, lengths), rows in strings:
-            lo, hi = rows[index], rows[index + 1]
-            digest.update(lengths[4 * lo:4 * hi])
-            digest.update(data[offsets[lo]:offsets[hi]])
-        digests.append(digest.digest())
-    return digests
-
-
-def embed_images(table: pa.Table, raw_root: Path | None, where: str) -> pa.Table:
-    """``table`` with each image's bytes read from ``raw_root`` (rows that already carry bytes are kept)."""
-    column = table.column("image").combine_chunks()
-    paths = pc.struct_field(column, "path").to_pylist()
-    data = pc.struct_field(column, "bytes").to_pylist()
-    ids = table.column("id").to_pylist()
-    filled = []
-    for row_id, path, blob in zip(ids, paths, data, strict=True):
-        if blob is None:
-            if raw_root is None or not path:
-                raise SourceFileError(where, f"row {row_id!r}: cannot embed its image without a raw root",
-                                      expected="the recipe entry's 'raw' folder")
-            file = resolve_under(raw_root, path)
-            if not file.is_file():
-                raise SourceFileError(file, f"image of row {row_id!r} not found", expected="the image file")
-            blob = file.read_bytes()
-        filled.append(blob)
-    image = pa.StructArray.from_arrays([pa.array(filled, pa.binary()), pa.array(paths, pa.string())],
-                                       names=["bytes", "path"])
-    return table.set_column(table.schema.get_field_index("image"), "image", image)
-
-
-def repeated(table: pa.Table, times: int) -> pa.Table:
-    """``table`` followed by ``times - 1`` copies whose ids end in ``:r2`` ... ``:r<times>``."""
-    if times == 1:
-        return table
-    parts = [table]
-    index = table.schema.get_field_index("id")
-    for copy in range(2, times + 1):
-        ids = pc.binary_join_element_wise(table.column("id"), pa.scalar(f":r{copy}"), "")
-        parts.append(table.set_column(index, "id", ids))
-    return pa.concat_tables(parts)
-
-
-def _rows_of(batch: pa.RecordBatch, rows: np.ndarray) -> pa.Table:
-    table = pa.Table.from_batches([batch])
-    return table if len(rows) == batch.num_rows else table.take(pa.array(rows, type=pa.int64()))
-
-
-def is_schema_shard(path: Path, max_bytes: int) -> bool:
-    """Whether a parquet file could be a corpus shard as it is: exactly the schema's Arrow schema, and no
-    bigger (uncompressed, as :class:`ShardedParquetWriter` measures) than a corpus shard may be."""
-    handle = pq.ParquetFile(path)
-    size = sum(handle.metadata.row_group(i).total_byte_size for i in range(handle.metadata.num_row_groups))
-    return size <= max_bytes and handle.schema_arrow.equals(FEATURES.arrow_schema, check_metadata=False)
-
-
-def copy_shards(files: SplitFiles, folder: Path) -> list[Path]:
-    """Copy a split's shards into ``folder`` under the Hub names ``<split>-NNNNN-of-NNNNN.parquet``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    targets = []
-    for index, path in enumerate(files.paths):
-        target = folder / f"{files.split}-{index:05d}-of-{len(files.paths):05d}.parquet"
-        shutil.copyfile(path, target)
-        targets.append(target)
-    return targets
-
-
-def validate_table(table: pa.Table) -> None:
-    for row in table.to_pylist():
-        validate(row)
 
 
 @dataclass
@@ -455,7 +271,7 @@ def assemble(recipe: Recipe, settings: Settings) -> dict[str, Any]:
             "versions": package_versions(),
         }
         if settings.card:
-            from .card import write_card
+            from builders.corpus.card import write_card
 
             write_card(tmp, recipe, report, assembler.stats, plots=settings.plots)
         report["seconds"] = round(time.perf_counter() - started, 3)
@@ -482,44 +298,3 @@ def _build_summary(build: Build, recipe: Recipe) -> dict[str, Any]:
                    for item in report.get("inputs", [])],
         "versions": report.get("versions", {}),
     }
-
-
-def print_summary(report: dict[str, Any], out: Path) -> None:
-    from rich.table import Table
-
-    from .contamination import print_table, wide_console
-
-    table = Table(title=f"corpus {report['recipe']['name']} -> {out}  ({report['seconds']:.1f} s)")
-    columns = ("read", "other_variants", "duplicates_within", "duplicates_across", "decontaminated",
-               "candidates", "sampled", "written")
-    for column in ("config", "split", *columns):
-        table.add_column(column.replace("_", " "), overflow="fold")
-    for name, splits in report["entries"].items():
-        for split, counts in splits.items():
-            table.add_row(name, split, *(str(counts[c]) for c in columns))
-    console = wide_console()
-    console.print(table)
-    print_table(report["contamination"], "contamination against the recipe's evaluation splits")
-    console.print(f"fingerprint {report['fingerprint']}")
-
-
-def settings_from_cfg(cfg: Any) -> Settings:
-    return Settings(
-        raw_root=Path(cfg.raw_root) if cfg.raw_root else None, out=Path(cfg.out),
-        builds=Path(cfg.builds) if cfg.builds else None, seed=int(cfg.seed), rebuild=bool(cfg.rebuild),
-        embed_images=bool(cfg.embed_images), max_shard_bytes=int(float(cfg.max_shard_mb) * 1024 * 1024),
-        dedup=bool(cfg.dedup), decontaminate=bool(cfg.decontaminate),
-        decontaminate_level=str(cfg.decontaminate_level), iou=float(cfg.iou), phash=cfg.phash,
-        max_hash_distance=int(cfg.max_hash_distance), validate=bool(cfg.validate), card=bool(cfg.card),
-        plots=bool(cfg.plots), progress=bool(cfg.progress))
-
-
-def main(cfg: Any) -> int:
-    """Entry point of ``gpt4roi corpus recipe=<name> raw_root=<dir> out=<dir> [key=value ...]``."""
-    from omegaconf import OmegaConf
-
-    recipe = parse_recipe(OmegaConf.to_container(cfg.recipe, resolve=True))
-    settings = settings_from_cfg(cfg)
-    report = assemble(recipe, settings)
-    print_summary(report, settings.out)
-    return 0

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from .placeholders import region_token
+from builders.placeholders import region_token
 
 Token = str | list[int]
 ReferenceRenderer = Callable[[list[int]], str]

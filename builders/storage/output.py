@@ -19,7 +19,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .schema import FEATURES
+from builders.schema import FEATURES
 
 DEFAULT_MAX_SHARD_BYTES = 500 * 1024 * 1024
 ROWS_PER_BATCH = 2000

@@ -34,8 +34,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from .boxes import union_box, xyxy_to_normalized
-from .placeholders import IMAGE_TOKEN, REGION_PATTERN, strip_image_token
+from builders.boxes import union_box, xyxy_to_normalized
+from builders.placeholders import IMAGE_TOKEN, REGION_PATTERN, strip_image_token
 
 PLAIN_REGION = re.compile(r"\bregion(\d+)\b")
 # Colours for overlay boxes, by the name the text uses (saturated, far apart, readable after resizing).

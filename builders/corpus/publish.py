@@ -21,10 +21,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .card import CARD_NAME, read_card
-from .datafolder import list_splits
-from .errors import BuildError, SchemaError, SourceFileError
-from .schema import validate
+from builders.corpus.card import CARD_NAME, read_card
+from builders.errors import BuildError, SchemaError, SourceFileError
+from builders.schema import validate
+from builders.storage.datafolder import list_splits
 
 DEFAULT_LARGE_FOLDER_BYTES = 5 * 1024 ** 3
 SKIPPED_NAMES = (".cache", ".git", ".huggingface")
@@ -134,17 +134,16 @@ def human_bytes(size: float) -> str:
 
 
 def print_plan(check: FolderCheck, repo_id: str, *, private: bool, revision: str | None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"dry run: {check.folder} -> datasets/{repo_id}"
-                        f"{' (private)' if private else ''}{f' @ {revision}' if revision else ''}")
-    table.add_column("file")
-    table.add_column("size", justify="right")
-    for name, size in check.files:
-        table.add_row(name, human_bytes(size))
-    table.add_row(f"[bold]{len(check.files)} files, {check.rows} rows", f"[bold]{human_bytes(check.total_bytes)}")
-    Console().print(table)
+    """Print what a publish would upload: plain aligned lines, so no terminal width ever breaks a file name or
+    the repository id across lines (and the output can be pasted or grepped as it is)."""
+    print(f"dry run: {check.folder} -> datasets/{repo_id}"
+          f"{' (private)' if private else ''}{f' @ {revision}' if revision else ''}")
+    lines = [(name, human_bytes(size)) for name, size in check.files]
+    lines.append((f"{len(check.files)} files, {check.rows} rows", human_bytes(check.total_bytes)))
+    name_width = max(len(name) for name, _ in lines)
+    size_width = max(len(size) for _, size in lines)
+    for name, size in lines:
+        print(f"  {name:<{name_width}}  {size:>{size_width}}")
 
 
 def _config_groups(files: list[tuple[str, int]]) -> list[list[str]]:

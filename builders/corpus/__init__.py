@@ -1,0 +1,1 @@
+"""Corpus assembly: recipes, deduplication, contamination, statistics, card and publishing."""

@@ -1,0 +1,1 @@
+"""Where rows go and come back: atomic Hub-style parquet output, reading built folders, the build report."""
