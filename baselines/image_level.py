@@ -1,6 +1,6 @@
 """The image-level baseline: GPT4RoI without its region module, seeing regions only through a renderer.
 
-Same CLIP tower, projector and LLM as GPT4RoI (built by the same factory from the same ``conf/model`` keys, so
+Same CLIP tower, projector and LLM as GPT4RoI (built by the same factory from the same ``conf/architecture`` keys, so
 with the same seed the shared parts start from identical weights); global image tokens only. A region reaches
 the model the way :mod:`baselines.renderers` puts it: in words, as text coordinates, as a coloured box drawn
 on the image, as a crop (alone or before the full image), or not at all (``blind``). Everything else —
@@ -13,7 +13,7 @@ differs in the region pathway only.
   ``n = 0`` for ``blind``.
 * :class:`ImageLevelProcessor`: renders the row, then GPT4RoI's processor does the rest; one ``<image>``
   becomes ``n`` image spans.
-* :func:`build_image_model` (``conf/model/tiny_image*.yaml``) and :func:`image_level_bundle` (the training
+* :func:`build_image_model` (``conf/architecture/tiny_image*.yaml``) and :func:`image_level_bundle` (the training
   harness's ``model_factory``).
 """
 
@@ -33,14 +33,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionModel, Llam
 
 from baselines.renderers import RegionRenderer, renderer_from_config
 from gpt4roi.modeling.configuration_gpt4roi import GPT4RoIConfig
-from gpt4roi.modeling.factory import _dtype, _plain, build_model
+from gpt4roi.modeling.factory import UNSET, build_model, plain_config, torch_dtype
 from gpt4roi.modeling.modeling_gpt4roi import GPT4RoIForCausalLM, GPT4RoIPreTrainedModel
 from gpt4roi.processing import PROCESSOR_FILE, GPT4RoIProcessor, load_image
 from gpt4roi.tokenizer import IMAGE_END_TOKEN, IMAGE_PATCH_TOKEN, IMAGE_START_TOKEN
 from gpt4roi.train.bundle import RUNTIME_KEYS, Bundle
 
 IMAGE_GROUPS = ("vision", "projector", "llm")
-_UNSET = (None, "", "???")
 
 
 class ImageLevelConfig(GPT4RoIConfig):
@@ -131,15 +130,15 @@ class ImageLevelProcessor(GPT4RoIProcessor):
 
 
 def build_image_model(cfg: Any) -> tuple[ImageLevelForCausalLM, ImageLevelProcessor]:
-    """``(model, processor)`` from a ``conf/model/tiny_image*.yaml`` config (GPT4RoI's keys plus ``renderer``).
+    """``(model, processor)`` from a ``conf/architecture/tiny_image*.yaml`` config (GPT4RoI's keys plus ``renderer``).
 
     ``pretrained: <folder>`` loads a saved baseline (its renderer comes from the folder); otherwise GPT4RoI's
     factory builds the backbone and the region module is left out.
     """
-    plain = _plain(cfg)
+    plain = plain_config(cfg)
     renderer = plain.pop("renderer", None)
-    if plain.get("pretrained") not in _UNSET:
-        return load_image_model(plain["pretrained"], _dtype(plain.get("dtype")), image_root=plain.get("image_root"))
+    if plain.get("pretrained") not in UNSET:
+        return load_image_model(plain["pretrained"], torch_dtype(plain.get("dtype")), image_root=plain.get("image_root"))
     base, base_processor = build_model(plain)
     config = ImageLevelConfig(**{k: v for k, v in base.config.to_dict().items() if k != "model_type"})
     with torch.device("meta"):
@@ -165,7 +164,7 @@ def load_image_model(folder: str | Path, dtype: torch.dtype = torch.float32,
         raise FileNotFoundError(f"{folder} is not a saved image-level baseline (needs config.json and a "
                                 f"{PROCESSOR_FILE} with a renderer)")
     model = ImageLevelForCausalLM.from_pretrained(str(folder), dtype=dtype)
-    overrides = {"image_root": image_root} if image_root not in _UNSET else {}
+    overrides = {"image_root": image_root} if image_root not in UNSET else {}
     return model, ImageLevelProcessor.from_pretrained(folder, **overrides)
 
 

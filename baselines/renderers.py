@@ -1,4 +1,6 @@
-"""Region renderers for image-level models (DESIGN.md §4): how a model without region features sees ``<regionK>``.
+"""Region renderers for image-level models: how a model without region features sees ``<regionK>``.
+
+See docs/design.md#region-rendering.
 
 A schema row stores its regions once, as boxes; GPT4RoI splices a RoI feature in for ``<regionK>``
 (``gpt4roi.processing``). A model that only sees whole images needs the region handed to it some other way,

@@ -24,7 +24,7 @@ from gpt4roi.modeling.configuration_gpt4roi import GPT4RoIConfig
 from gpt4roi.modeling.region_module import RegionFeatureModule
 
 NAME = "model_region"
-CONF = Path(__file__).resolve().parent.parent / "conf" / "model"
+CONF = Path(__file__).resolve().parent.parent / "conf" / "architecture"
 
 MID = {
     "vision_config": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,

@@ -31,6 +31,7 @@ from gpt4roi.train.settings import read_settings
 
 NAME = "train_throughput"
 CONF = Path(__file__).resolve().parent.parent / "conf"
+MAX_LENGTH = 256  # tokens per sample, as experiment=tiny_stage1 trains (stage-1 rows are short)
 
 
 def corpus(work: Path) -> tuple[Path, Path]:
@@ -47,17 +48,17 @@ def corpus(work: Path) -> tuple[Path, Path]:
 
 
 def settings_for(trainable: list[str], batch: int) -> Any:
-    train = OmegaConf.load(CONF / "train" / "stage1.yaml")
-    train.merge_with(OmegaConf.load(CONF / "train" / "tiny.yaml"))
-    train.trainable, train.per_device_batch_size, train.global_batch_size = trainable, batch, batch
-    return read_settings(train, seed=0)
+    trainer = OmegaConf.load(CONF / "train" / "trainer" / "stage1.yaml")
+    trainer.merge_with(OmegaConf.load(CONF / "train" / "trainer" / "tiny.yaml"))
+    trainer.trainable, trainer.per_device_batch_size, trainer.global_batch_size = trainable, batch, batch
+    return read_settings(trainer, seed=0, max_length=MAX_LENGTH)
 
 
 def run(steps: int = 5, batch: int = 8, workers: int = 1) -> dict[str, Any]:
     built, images = corpus(WORK)
     spec = CorpusSpec(path=str(built), image_root=str(images))
     rows = open_rows(spec)
-    bundle = gpt4roi_bundle(OmegaConf.load(CONF / "model" / "tiny.yaml"), max_length=256)
+    bundle = gpt4roi_bundle(OmegaConf.load(CONF / "architecture" / "tiny.yaml"), max_length=MAX_LENGTH)
     plan = make_plan(len(rows), 1, steps + 1, batch, batch, 1)
     stream = MicroBatches(rows, plan, rank=0, per_device=batch, seed=0, start_step=0, encode=bundle.encode,
                           collate=bundle.collate, images=ImageLoader(spec.image_roots()), letter=False)

@@ -1,6 +1,6 @@
 """Errors raised while reading raw releases.
 
-Two kinds of failure exist in a build (DESIGN.md §5):
+Two kinds of failure exist in a build (docs/design.md#errors-and-reports):
 
 * ``SourceFileError`` — a whole input file cannot be read (truncated JSON, wrong top-level type, an unsafe
   pickle, a path escaping the raw root). The build stops and the message names the file, the position and
@@ -47,7 +47,7 @@ class StrictModeError(BuildError):
 
 
 class SchemaError(BuildError):
-    """A row breaks a rule of the spatial-instruction schema (DESIGN.md §3)."""
+    """A row breaks a rule of the spatial-instruction schema (docs/design.md#row-rules)."""
 
     def __init__(self, row_id: object, rule: str, detail: str = ""):
         self.row_id = row_id

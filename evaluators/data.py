@@ -19,6 +19,8 @@ from typing import Any
 
 from builders.schema import FEATURES
 
+from .protocol import files_digest
+
 BUILD_DATA_DIR = "data"
 
 
@@ -41,17 +43,6 @@ def shard_paths(folder: Path, split: str, config: str | None = None) -> list[Pat
         present = sorted({p.name.split("-")[0] for p in data_dir.glob("*.parquet")})
         raise FileNotFoundError(f"{data_dir}: no shards of split {split!r} (splits present: {present or 'none'})")
     return shards
-
-
-def files_digest(paths: list[Path]) -> str:
-    """SHA-256 over the names and bytes of ``paths`` (1 MiB chunks)."""
-    sha = hashlib.sha256()
-    for path in paths:
-        sha.update(path.name.encode())
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                sha.update(chunk)
-    return sha.hexdigest()[:16]
 
 
 def stat_digest(paths: list[Path]) -> str:

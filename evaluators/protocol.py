@@ -1,4 +1,4 @@
-"""The model protocol (DESIGN.md §6): what a task asks of a model, and what a model must answer.
+"""The model protocol (docs/design.md#model-protocol): what a task asks of a model, and what it must answer.
 
 A task turns each evaluation row into one or more :class:`Request` objects. A model answers a batch of them
 with :meth:`EvalModel.generate` (free text) or :meth:`EvalModel.loglikelihood` (the log-probability of
@@ -20,6 +20,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from builders.placeholders import IMAGE_TOKEN
@@ -81,6 +82,21 @@ def digest(*parts: Any) -> str:
     """A short, stable hex digest of JSON-serialisable parts (sorted keys), for fingerprints."""
     text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def files_digest(paths: list[Path]) -> str:
+    """SHA-256 over the names and bytes of ``paths`` (1 MiB chunks), for fingerprints of files on disk.
+
+    A model's weights and a dataset's shards are fingerprinted by content, so that a retrained model or a
+    rebuilt dataset never reuses cached answers of the old one.
+    """
+    sha = hashlib.sha256()
+    for path in paths:
+        sha.update(path.name.encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(chunk)
+    return sha.hexdigest()[:16]
 
 
 def request_row(row: Mapping[str, Any], prompt: str, *, regions: Sequence[Mapping[str, Any]] | None = None,

@@ -9,10 +9,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .leaderboard import Board
+from .board import Board, citations, measured_rows, pair_rows, reported_rows, task_rows
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -62,8 +60,6 @@ def task_plot(board: Board, task: str) -> str:
 
 
 def render_html(board: Board) -> str:
-    from .leaderboard import citations, measured_rows, pair_rows, reported_rows, task_rows
-
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Region-task leaderboard</title>",
              f"<style>{STYLE}</style></head><body><h1>Region-task leaderboard</h1>",
              html_table(*measured_rows(board), caption="Measured: value [95% bootstrap interval]"),

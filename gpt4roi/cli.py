@@ -1,21 +1,23 @@
 """The ``gpt4roi`` command: ``gpt4roi <command> [key=value ...]`` with Hydra overrides.
 
-Each command has a config folder and primary config (by default ``conf/<command>/config.yaml``, whose config
-groups live beside it, so ``gpt4roi build source=vg`` picks ``conf/build/source/vg.yaml``) and an entry point
-``main(cfg)`` in its module, imported only when the command runs (so ``gpt4roi build`` never imports torch).
+Each command has a primary config ``conf/<command>/config.yaml`` whose config groups live beside it (so
+``gpt4roi build source=vg`` picks ``conf/build/source/vg.yaml``; shared groups such as ``conf/architecture/``
+sit at the top of ``conf/``) and an entry point named by a ``"module:function"`` string, imported only when the
+command runs (so ``gpt4roi build`` never imports torch). This module is the composition root: it may name any
+floor's entry point, and no library module imports it.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import sys
-from pathlib import Path
+
+from .configs import compose
 
 COMMANDS: dict[str, tuple[str, str]] = {  # command -> (module:function, help)
     "build": ("builders.build:main", "build one source's raw release into the schema"),
     "synth": ("builders.synthetic.cli:main", "write the synthetic world's raw releases"),
-    "demo": ("gpt4roi.demo:main", "synthesise a world, build every source, show an example"),
+    "demo": ("baselines.demo:main", "the suite end to end on a synthetic world: build, train, evaluate, rank"),
     "corpus": ("builders.corpus.command:main", "assemble a training corpus from a recipe"),
     "contamination": ("builders.corpus.contamination:main", "report train/eval image and region overlap"),
     "publish": ("builders.corpus.publish:main", "upload a corpus folder to the Hugging Face Hub"),
@@ -24,48 +26,32 @@ COMMANDS: dict[str, tuple[str, str]] = {  # command -> (module:function, help)
     "leaderboard": ("evaluators.leaderboard:main", "render the leaderboard of evaluated models"),
     "chat": ("gpt4roi.chat:main", "talk about boxes drawn on an image"),
 }
-# Commands whose config composes groups from the whole conf/ tree: (folder under conf/, primary config name).
-CONFIG_LOCATIONS: dict[str, tuple[str, str]] = {
-    "train": (".", "train_main"),
-}
-
-
-def config_dir() -> Path:
-    """The ``conf/`` folder: ``$GPT4ROI_CONF`` or the one beside the installed (editable) packages."""
-    override = os.environ.get("GPT4ROI_CONF")
-    path = Path(override) if override else Path(__file__).resolve().parent.parent / "conf"
-    if not path.is_dir():
-        raise SystemExit(f"gpt4roi: config folder {path} not found (set GPT4ROI_CONF to the project's conf/)")
-    return path
-
-
-def compose(command: str, overrides: list[str]):
-    """The composed config of ``command`` with ``overrides`` applied (Hydra's compose API, no chdir)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    folder, name = CONFIG_LOCATIONS.get(command, (command, "config"))
-    with initialize_config_dir(config_dir=str(config_dir() / folder), version_base="1.3", job_name=command):
-        return hydra_compose(config_name=name, overrides=overrides)
+HELP_FLAGS = {"-h", "--help"}
 
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: gpt4roi <command> [key=value ...]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
-    lines += ["", "gpt4roi <command> --cfg prints the composed config of a command."]
+    lines += ["", "gpt4roi <command> --help lists a command's keys and config groups;",
+              "gpt4roi <command> --cfg prints its composed config."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in {"-h", "--help", "help"}:
+    if not argv or argv[0] in {*HELP_FLAGS, "help"}:
         print(_usage())
         return 0
     command, overrides = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"gpt4roi: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if HELP_FLAGS & set(overrides):
+        from .config_help import command_help
+
+        print(command_help(command, COMMANDS[command][1]))
+        return 0
     show_config = "--cfg" in overrides
     overrides = [item for item in overrides if item != "--cfg"]
 

@@ -1,8 +1,8 @@
 """``GPT4RoIProcessor``: schema rows -> GPT4RoI model inputs (token ids, exact label masks, pixels, boxes).
 
-Text follows GPT4RoI's LLaVA "v0" conversation template (PROTOCOLS.md): the system message and ``"\\n\\n"``,
-then ``"### " + role + ": " + text + "\\n"`` per turn with roles ``Human`` / ``Assistant``. What is learnt is
-each assistant message and the ``"\\n###"`` that ends it (the newline and the stop marker, which doubles as
+Text follows GPT4RoI's LLaVA "v0" conversation template (:mod:`gpt4roi.conversation`): the system message
+and ``"\\n\\n"``, then ``"### " + role + ": " + text + "\\n"`` per turn with roles ``Human`` /
+``Assistant``. What is learnt is each assistant message and the ``"\\n###"`` that ends it (the newline and the stop marker, which doubles as
 the start of the next turn's header), nothing else. The text is tokenised as a sequence of segments, each
 either masked or supervised, so the label boundaries are exact by construction (GPT4RoI's own mask drifts
 one token per turn); prompts for generation and scoring are cut from the very same segments.
@@ -29,15 +29,9 @@ from builders.errors import SkipRecord
 from builders.placeholders import IMAGE_TOKEN, REGION_PATTERN
 from builders.readers.paths import resolve_under
 
+from .conversation import ASSISTANT_ROLE, ROLE_NAMES, STOP_MARKER, SYSTEM_MESSAGE
 from .tokenizer import IMAGE_END_TOKEN, IMAGE_PATCH_TOKEN, IMAGE_START_TOKEN, ROI_TOKEN
 
-SYSTEM_MESSAGE = (
-    "A chat between a curious human and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the human's questions."
-)
-HUMAN_ROLE, ASSISTANT_ROLE = "Human", "Assistant"
-STOP_MARKER = "###"
-ROLE_NAMES = {"human": HUMAN_ROLE, "gpt": ASSISTANT_ROLE}
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IGNORE_INDEX = -100
@@ -120,6 +114,16 @@ def render_turns(row: Mapping[str, Any], image_span: str) -> list[RenderedTurn]:
         turns.append(RenderedTurn(segments, seen[before:], role))
         previous_role = role
     return turns
+
+
+def _joined(pieces: Sequence[tuple[list[int], list[int]]]) -> tuple[list[int], list[int]]:
+    """Token ids and labels of consecutive pieces of one sequence, concatenated in order."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for piece_ids, piece_labels in pieces:
+        ids += piece_ids
+        labels += piece_labels
+    return ids, labels
 
 
 def load_image(row: Mapping[str, Any], image_root: str | Path | None) -> Image.Image:
@@ -232,6 +236,7 @@ class GPT4RoIProcessor:
         return (boxes / scale).clamp(0.0, 1.0)
 
     def _tokens(self, segments: list[Segment]) -> tuple[list[int], list[int]]:
+        """Token ids of ``segments``, each tokenised alone so label boundaries fall exactly between them."""
         ids: list[int] = []
         labels: list[int] = []
         for segment in segments:
@@ -240,6 +245,7 @@ class GPT4RoIProcessor:
             labels += piece if segment.supervised else [IGNORE_INDEX] * len(piece)
         return ids, labels
 
+    # --- encoding, step by step -------------------------------------------------------------------------
     def encode(
         self,
         row: Mapping[str, Any],
@@ -255,50 +261,14 @@ class GPT4RoIProcessor:
         or a first exchange that cannot, is an error naming the row.
         """
         row_id = str(row.get("id", "<no id>"))
-        turns = render_turns(row, self.image_span)
-        if generation and turns and turns[-1].role == "gpt":
-            turns = turns[:-1]
-        if not turns:
-            raise RowInputError(row_id, "has no conversation turns")
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
-        head_ids, head_labels = self._tokens([Segment(SYSTEM_MESSAGE + "\n\n", False)])
-        ids, labels = bos + head_ids, [IGNORE_INDEX] * len(bos) + head_labels
+        turns = self._turns_to_encode(row, row_id, generation)
+        head = self._system_tokens()
         per_turn = [self._tokens(turn.segments) for turn in turns]
-        tail: list[Segment] = []
-        if generation:
-            opener = " " if turns[-1].role == "gpt" else f"{STOP_MARKER} "
-            tail = [Segment(opener + ASSISTANT_ROLE + ": ", False)]
-            if continuation is not None:
-                tail.append(Segment(continuation, True))
-        tail_ids, tail_labels = self._tokens(tail)
-
-        keep = len(turns)
-        lengths = [len(turn_ids) for turn_ids, _ in per_turn]
-        budget = self.max_length - len(ids) - len(tail_ids)
-        if sum(lengths) > budget:
-            if generation:
-                raise RowInputError(row_id, f"prompt needs {len(ids) + sum(lengths) + len(tail_ids)} tokens; max_length is {self.max_length}")
-            keep = 0
-            for end in range(len(turns), 0, -1):
-                if turns[end - 1].role == "gpt" and sum(lengths[:end]) <= budget:
-                    keep = end
-                    break
-            if keep == 0:
-                raise RowInputError(
-                    row_id, f"its first exchange needs {len(ids) + sum(lengths[:2])} tokens; max_length is {self.max_length}"
-                )
-        for turn_ids, turn_labels in per_turn[:keep]:
-            ids += turn_ids
-            labels += turn_labels
-        ids += tail_ids
-        labels += tail_labels
-        order = [k for turn in turns[:keep] for k in turn.new_regions]
-        if ids.count(self.roi_token_id) != len(order):
-            raise RowInputError(
-                row_id,
-                f"{ids.count(self.roi_token_id)} {ROI_TOKEN} tokens for {len(order)} boxes "
-                f"(does the text contain a literal {ROI_TOKEN}?)",
-            )
+        tail = self._tokens(self._answer_opening(turns, continuation) if generation else [])
+        keep = self._turns_that_fit(row_id, turns, [len(ids) for ids, _ in per_turn],
+                                    fixed=len(head[0]) + len(tail[0]), generation=generation)
+        ids, labels = _joined([head, *per_turn[:keep], tail])
+        order = self._region_order(row_id, turns[:keep], ids)
         image = image if image is not None else load_image(row, self.image_root)
         return EncodedRow(
             row_id=row_id,
@@ -309,6 +279,66 @@ class GPT4RoIProcessor:
             dropped_turns=len(turns) - keep,
             regions=order,
         )
+
+    def _turns_to_encode(self, row: Mapping[str, Any], row_id: str, generation: bool) -> list[RenderedTurn]:
+        """The row's rendered turns; a generation prompt leaves out a trailing answer (the reference)."""
+        turns = render_turns(row, self.image_span)
+        if generation and turns and turns[-1].role == "gpt":
+            turns = turns[:-1]
+        if not turns:
+            raise RowInputError(row_id, "has no conversation turns")
+        return turns
+
+    def _system_tokens(self) -> tuple[list[int], list[int]]:
+        """``<s>`` (when the tokenizer has one) and the system message: the masked start of every sequence."""
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        ids, labels = self._tokens([Segment(SYSTEM_MESSAGE + "\n\n", False)])
+        return bos + ids, [IGNORE_INDEX] * len(bos) + labels
+
+    @staticmethod
+    def _answer_opening(turns: list[RenderedTurn], continuation: str | None) -> list[Segment]:
+        """The assistant header a generation prompt ends with, then ``continuation`` (supervised) when scoring.
+
+        After an assistant turn, that turn's supervised ``"\\n###"`` has already opened the header.
+        """
+        opener = " " if turns[-1].role == "gpt" else f"{STOP_MARKER} "
+        tail = [Segment(opener + ASSISTANT_ROLE + ": ", False)]
+        if continuation is not None:
+            tail.append(Segment(continuation, True))
+        return tail
+
+    def _turns_that_fit(self, row_id: str, turns: list[RenderedTurn], lengths: list[int], *, fixed: int,
+                        generation: bool) -> int:
+        """How many leading turns fit in ``max_length`` beside ``fixed`` tokens (system message, answer opening).
+
+        Training keeps whole exchanges (ending on an answer) so that no label is cut mid-answer; a generation
+        prompt is never shortened, since a cut question would be a different question.
+        """
+        budget = self.max_length - fixed
+        if sum(lengths) <= budget:
+            return len(turns)
+        if generation:
+            raise RowInputError(row_id, f"prompt needs {fixed + sum(lengths)} tokens; max_length is {self.max_length}")
+        for end in range(len(turns), 0, -1):
+            if turns[end - 1].role == "gpt" and sum(lengths[:end]) <= budget:
+                return end
+        raise RowInputError(
+            row_id, f"its first exchange needs {fixed + sum(lengths[:2])} tokens; max_length is {self.max_length}"
+        )
+
+    def _region_order(self, row_id: str, kept: list[RenderedTurn], ids: list[int]) -> list[int]:
+        """The regions of the kept turns in order of first mention: the k-th box goes to the k-th ``<roi>``.
+
+        A count that differs from the ``<roi>`` tokens in ``ids`` would pair boxes with the wrong tokens.
+        """
+        order = [k for turn in kept for k in turn.new_regions]
+        if ids.count(self.roi_token_id) != len(order):
+            raise RowInputError(
+                row_id,
+                f"{ids.count(self.roi_token_id)} {ROI_TOKEN} tokens for {len(order)} boxes "
+                f"(does the text contain a literal {ROI_TOKEN}?)",
+            )
+        return order
 
     def collate(self, encoded: Sequence[EncodedRow], padding_side: str = "right") -> dict[str, Any]:
         """Pad and stack; ``boxes`` stays a list (rows hold different numbers of regions, possibly none)."""

@@ -15,6 +15,8 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from builders.sources import templates
 
+from .conversation import ASSISTANT_ROLE, HUMAN_ROLE, STOP_MARKER, SYSTEM_MESSAGE
+
 IMAGE_START_TOKEN = "<im_start>"
 IMAGE_PATCH_TOKEN = "<im_patch>"
 IMAGE_END_TOKEN = "<im_end>"
@@ -36,10 +38,8 @@ WORDS = {
 
 def default_corpus() -> Iterator[str]:
     """Text the tiny BPE learns from: templates, the conversation template and the word lists."""
-    from .processing import ASSISTANT_ROLE, HUMAN_ROLE, SYSTEM_MESSAGE
-
     yield SYSTEM_MESSAGE
-    yield f"### {HUMAN_ROLE}: ### {ASSISTANT_ROLE}: "
+    yield f"{STOP_MARKER} {HUMAN_ROLE}: {STOP_MARKER} {ASSISTANT_ROLE}: "
     for name in dir(templates):
         value = getattr(templates, name)
         if isinstance(value, list) and value and all(isinstance(item, str) for item in value):

@@ -32,6 +32,35 @@ def _isolated_hf_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for the requesting module, restored after it.
+
+    The tiny models' matrices are too small to gain from intra-op threads, and on a machine whose cores are
+    shared those threads only add contention (small CPU convolutions run several times faster on one).
+    Not autouse: most test modules never import torch.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+class CodeRunningPickle:
+    """A pickle payload that creates ``marker`` when a plain ``pickle.load`` unpickles it.
+
+    The tests hand it to the restricted unpicklers, which must refuse its global before it runs.
+    """
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
 def make_schema_row() -> dict:
     """A valid two-region, two-round row; tests mutate copies of it."""
     return {

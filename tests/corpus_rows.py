@@ -1,10 +1,17 @@
-"""Hand-made schema rows and build folders for the corpus tests (tests/test_corpus_*.py)."""
+"""Hand-made schema rows and build folders, and readers of what a build left behind, shared by the tests.
+
+The corpus tests (tests/test_corpus_*.py) write builds from hand-made rows; the builder and synthetic-world
+tests read the rows of real builds back and check that a failed build leaves no folder.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+import datasets
+import pyarrow.parquet as pq
 
 from builders.schema import validate
 from builders.storage.output import ShardedParquetWriter
@@ -41,3 +48,18 @@ def write_build(folder: Path, rows: list[dict[str, Any]], *, source: str = "x", 
     (folder / "build_report.json").write_text(json.dumps({"source": source, "seed": seed,
                                                           "options": options or {}, "inputs": []}))
     return folder
+
+
+def built_rows(folder: Path) -> list[dict[str, Any]]:
+    """Every row of a build folder, all splits, in shard-name order (read with pyarrow, no datasets cache)."""
+    return [row for shard in sorted((folder / "data").glob("*.parquet")) for row in pq.read_table(shard).to_pylist()]
+
+
+def rows_by_id(folder: Path, split: str) -> dict[str, dict[str, Any]]:
+    """One split of a build folder, loaded the way users load it (``datasets.load_dataset``), by row id."""
+    return {row["id"]: row for row in datasets.load_dataset(str(folder), split=split)}
+
+
+def no_output_left(out: Path) -> bool:
+    """A failed build left neither its output folder nor the hidden temporary folder it writes first."""
+    return not out.exists() and not list(out.parent.glob(f".{out.name}.tmp-*"))

@@ -28,7 +28,7 @@ def coco_build(realdata, tmp_path_factory):
 
 def test_real_sample_counts(coco_build):
     out, report = coco_build
-    # 80 images, 739 annotations of which 8 are crowd (SOURCES.md): 731 regions in 80 rows.
+    # 80 images, 739 annotations of which 8 are crowd (docs/formats.md#real-samples): 731 regions in 80 rows.
     assert report.written == {"train": {"region_category": 80}}
     assert report.regions["train"] == 731
     assert dict(report.skipped["train"]) == {"crowd_annotation": 8}

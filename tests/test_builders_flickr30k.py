@@ -1,9 +1,10 @@
 """The Flickr30K Entities builder: real Sentences and split files, XML written here, MDETR layout, bad input.
 
-No real ``Annotations/*.xml`` is available (SOURCES.md), so :func:`write_xml` writes one per real Sentences
-file in the layout of FORMATS.md §3, with the chain ids of the real captions: boxes for the people, clothing
-and objects, a chain with two boxes (253081, "full football gear"), one box shared by two chains (253072 /
-253077, the ball), ``<nobndbox>`` scene chains, and chains absent from the XML (221800 "behind").
+No real ``Annotations/*.xml`` is available (docs/formats.md#real-samples), so :func:`write_xml` writes one
+per real Sentences file in the layout of docs/formats.md#flickr30k-annotation-xml, with the chain ids of the
+real captions: boxes for the people, clothing and objects, a chain with two boxes (253081, "full football
+gear"), one box shared by two chains (253072 / 253077, the ball), ``<nobndbox>`` scene chains, and chains
+absent from the XML (221800 "behind").
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+from corpus_rows import rows_by_id
 
 from builders.build import build_source
 from builders.errors import SourceFileError, StrictModeError
@@ -79,10 +81,6 @@ def build(root: Path, out: Path, **options):
     return build_source("flickr30k", root, out, options=options, progress=False)
 
 
-def rows_by_id(out: Path) -> dict[str, dict]:
-    return {row["id"]: row for row in datasets.load_dataset(str(out), split="train")}
-
-
 def test_parse_caption_real_line(realdata):
     line = (realdata / "flickr30k_entities/Sentences" / f"{MATCH}.txt").read_text().splitlines()[1]
     caption = parse_caption(line)
@@ -109,7 +107,7 @@ def test_real_sentences_merged(flickr_root, tmp_path):
     assert dict(report.skipped["validation"]) == {"missing_sentences_file": 1000}
     assert dict(report.skipped["test"]) == {"missing_sentences_file": 1000}
 
-    rows = rows_by_id(out)
+    rows = rows_by_id(out, "train")
     assert sorted(rows) == sorted(f"flickr30k:train:{i}:{k}" for i in (GIRL, MATCH) for k in range(5))
     for row in rows.values():
         validate(row)
@@ -146,7 +144,7 @@ def test_separate_boxes_share_one_turn(flickr_root, tmp_path):
     out = tmp_path / "out"
     report = build(flickr_root, out, boxes="separate")
     assert report.regions["train"] == 29  # the gear chain keeps its two boxes
-    row = rows_by_id(out)[f"flickr30k:train:{MATCH}:0"]
+    row = rows_by_id(out, "train")[f"flickr30k:train:{MATCH}:0"]
     validate(row)
     assert row["variant"] == "separate"
     assert [r["bbox"] for r in row["regions"][:2]] == [[59.0, 39.0, 200.0, 300.0], [249.0, 29.0, 420.0, 310.0]]
@@ -192,9 +190,9 @@ def test_mdetr_layout_matches_entities(flickr_root, tmp_path):
     (root / "final_flickr_mergedGT_train.json").write_text(json.dumps(data))
     report = build(root, tmp_path / "m")
     assert report.written == {"train": {"multi_region_caption": 1}}
-    mdetr_row = rows_by_id(tmp_path / "m")[f"flickr30k:train:{MATCH}:0"]
+    mdetr_row = rows_by_id(tmp_path / "m", "train")[f"flickr30k:train:{MATCH}:0"]
     build(flickr_root, tmp_path / "e")
-    entities_row = rows_by_id(tmp_path / "e")[f"flickr30k:train:{MATCH}:0"]
+    entities_row = rows_by_id(tmp_path / "e", "train")[f"flickr30k:train:{MATCH}:0"]
     validate(mdetr_row)
     assert mdetr_row["width"] == 500 and mdetr_row["height"] == 333  # strings in the file
     assert [(r["bbox"], r["label"]) for r in mdetr_row["regions"]] == \
@@ -247,7 +245,7 @@ def test_one_pixel_box_is_kept(flickr_root, tmp_path):
     (flickr_root / "Annotations" / f"{GIRL}.xml").write_text(xml_text(GIRL, objects))
     report = build(flickr_root, tmp_path / "out")
     assert report.regions["train"] == 28 and "bad_box_degenerate" not in report.skipped["train"]
-    assert rows_by_id(tmp_path / "out")[f"flickr30k:train:{GIRL}:0"]["regions"][0]["bbox"] == [99.0, 99.0, 100.0, 150.0]
+    assert rows_by_id(tmp_path / "out", "train")[f"flickr30k:train:{GIRL}:0"]["regions"][0]["bbox"] == [99.0, 99.0, 100.0, 150.0]
 
 
 def test_missing_size_and_unrelated_caption(flickr_root, tmp_path):
@@ -260,7 +258,7 @@ def test_missing_size_and_unrelated_caption(flickr_root, tmp_path):
     assert report.skipped["train"]["unrelated_caption"] == 1
     assert report.skipped["train"]["unreadable_unrelated_line"] == 1
     assert "validation" not in report.skipped or "unreadable_unrelated_line" not in report.skipped["validation"]
-    ids = set(rows_by_id(tmp_path / "out"))
+    ids = set(rows_by_id(tmp_path / "out", "train"))
     assert ids == {f"flickr30k:train:{GIRL}:{k}" for k in (0, 2, 3, 4)}
 
 

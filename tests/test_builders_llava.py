@@ -6,9 +6,9 @@ import json
 import pickle
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
+from corpus_rows import no_output_left, rows_by_id
 from PIL import Image
 
 from builders.build import build_source
@@ -20,14 +20,6 @@ REAL_FILES = ("conversation_58k.json", "detail_23k.json", "complex_reasoning_77k
 # The real sample has no images; the builder needs them for their sizes, so the tests draw stand-ins.
 IMAGE_SIZES = {"000000033471": (640, 480), "000000442786": (500, 375), "000000539056": (427, 640),
                "000000215677": (640, 425)}
-
-
-def _load_rows(out: Path) -> dict[str, dict]:
-    return {row["id"]: row for row in datasets.load_dataset(str(out), split="train")}
-
-
-def _no_output_left(out: Path) -> bool:
-    return not out.exists() and not list(out.parent.glob(f".{out.name}.tmp-*"))
 
 
 @pytest.fixture
@@ -63,7 +55,7 @@ def test_real_sample_rows(raw_root, tmp_path):
     report = build_source("llava", raw_root, out, progress=False)
     assert report.written == {"train": {"image_conversation": 4}}
     assert report.regions["train"] == 0 and report.total_skipped == 0
-    rows = _load_rows(out)
+    rows = rows_by_id(out, "train")
     assert sorted(rows) == ["llava:train:complex_reasoning_77k:000000215677",
                             "llava:train:conversation_58k:000000033471",
                             "llava:train:detail_23k:000000442786", "llava:train:detail_23k:000000539056"]
@@ -90,7 +82,7 @@ def test_ids_and_rows_stable_across_builds(raw_root, tmp_path):
         [[0.1, 0.2, 0.5, 0.9, 0.95]], dtype=np.float32), "labels": np.array([5])}])
     build_source("llava", raw_root, tmp_path / "a", progress=False)
     build_source("llava", raw_root, tmp_path / "b", progress=False)
-    assert _load_rows(tmp_path / "a") == _load_rows(tmp_path / "b")
+    assert rows_by_id(tmp_path / "a", "train") == rows_by_id(tmp_path / "b", "train")
 
 
 def test_full_file_is_preferred_to_its_parts(raw_root, tmp_path):
@@ -99,7 +91,7 @@ def test_full_file_is_preferred_to_its_parts(raw_root, tmp_path):
     report = build_source("llava", raw_root, tmp_path / "out", progress=False)
     assert report.total_rows == 2
     # The same image twice in one file (the 150k file mixes three question types): distinct, stable ids.
-    assert sorted(_load_rows(tmp_path / "out")) == ["llava:train:llava_instruct_150k:000000033471",
+    assert sorted(rows_by_id(tmp_path / "out", "train")) == ["llava:train:llava_instruct_150k:000000033471",
                                                    "llava:train:llava_instruct_150k:000000033471:1"]
 
 
@@ -126,7 +118,7 @@ def test_detections_become_regions_and_presence_questions(raw_root, tmp_path):
     report = build_source("llava", raw_root, out, progress=False)
     assert dict(report.skipped["train"]) == {"detection_unknown_label": 1}
     assert report.regions["train"] == 2 and report.total_rows == 4
-    rows = _load_rows(out)
+    rows = rows_by_id(out, "train")
     row = rows["llava:train:conversation_58k:000000033471"]
     validate(row)
     assert row["variant"] == "det"
@@ -159,7 +151,7 @@ def test_class_names_option(raw_root, tmp_path):
         [[0.1, 0.2, 0.5, 0.9, 0.95]], dtype=np.float32), "labels": np.array([1])}])
     (raw_root / "names.txt").write_text("aerosol_can\nbaseball_cap\n")
     build_source("llava", raw_root, tmp_path / "out", progress=False, options={"class_names": "names.txt"})
-    row = _load_rows(tmp_path / "out")["llava:train:conversation_58k:000000033471"]
+    row = rows_by_id(tmp_path / "out", "train")["llava:train:conversation_58k:000000033471"]
     assert row["regions"][0]["label"] == "baseball_cap" and "<region1> (baseball cap)" in row["conversations"][0]["value"]
 
 
@@ -175,7 +167,7 @@ def test_pickle_that_would_run_code_is_refused_without_running(raw_root, tmp_pat
     out = tmp_path / "out"
     with pytest.raises(SourceFileError, match=r"llava_150k_bbox_pred_results\.pkl.*refused to load global (io|builtins)\.open"):
         build_source("llava", raw_root, out, progress=False)
-    assert not marker.exists() and _no_output_left(out)
+    assert not marker.exists() and no_output_left(out)
     pickle.loads(payload)  # the same bytes through plain pickle do run: the refusal above was real
     assert marker.exists()
 
@@ -224,4 +216,4 @@ def test_unreadable_files_are_errors_without_output(raw_root, tmp_path, payload,
     out = tmp_path / "out"
     with pytest.raises(SourceFileError, match=message):
         build_source("llava", raw_root, out, progress=False)
-    assert _no_output_left(out)
+    assert no_output_left(out)

@@ -1,9 +1,9 @@
-"""The RefCOCO / RefCOCO+ / RefCOCOg builders on fixtures built from the real records of FORMATS.md §1.
+"""The RefCOCO/+/g builders on fixtures built from the real records of docs/formats.md#refcoco-family.
 
-No real refs pickle is available (SOURCES.md). The fixture holds the real first ref of RefCOCO (ref 0, ann
-1719310 on image 581857, three sentences) and the real instance annotation 3007 on image 98304 quoted in the
-refer fork's README; the box of ann 1719310, the image sizes and the two further refs (val, testA) are
-hand-made to match. The pickle is written with ``pickle.dump``, as the release's was.
+No real refs pickle is available (docs/formats.md#real-samples). The fixture holds the real first ref of
+RefCOCO (ref 0, ann 1719310 on image 581857, three sentences) and the real instance annotation 3007 on image
+98304 quoted in the refer fork's README; the box of ann 1719310, the image sizes and the two further refs
+(val, testA) are hand-made to match. The pickle is written with ``pickle.dump``, as the release's was.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 
 import datasets
 import pytest
+from conftest import CodeRunningPickle
+from corpus_rows import no_output_left
 
 from builders.build import build_source, make_builder
 from builders.errors import SourceFileError
@@ -23,7 +25,7 @@ from builders.schema import validate
 from builders.sources.templates import REGION_CAPTION, REGION_CAPTION_SHORT, REGION_CAPTION_SHORT_APPEARANCE
 
 IMAGE_DIR = "images/mscoco/images/train2014"
-REF0 = {  # the first ref of RefCOCO, verbatim from FORMATS.md §1
+REF0 = {  # the first ref of RefCOCO, verbatim from docs/formats.md#refcoco-refer-release
     "sent_ids": [0, 1, 2], "file_name": "COCO_train2014_000000581857_16.jpg", "ann_id": 1719310, "ref_id": 0,
     "image_id": 581857, "split": "train", "category_id": 1,
     "sentences": [
@@ -40,7 +42,8 @@ REF_VAL = {"sent_ids": [3, 4], "file_name": "COCO_train2014_000000098304_1.jpg",
 REF_TESTA = {"sent_ids": [5], "file_name": "COCO_train2014_000000581857_17.jpg", "ann_id": 1719311, "ref_id": 2,
              "image_id": 581857, "split": "testA", "category_id": 1,
              "sentences": [{"tokens": ["man", "in", "red"], "raw": "man in red", "sent_id": 5, "sent": "man in red"}]}
-ANN_3007 = {  # verbatim from FORMATS.md §1, with the polygon (elided there) closed by hand
+# Verbatim from docs/formats.md#refcoco-refer-release, with the polygon (elided there) closed by hand.
+ANN_3007 = {
     "segmentation": [[267.52, 229.75, 263.87, 216.88, 285.0, 220.1, 281.2, 232.05]], "area": 197.299, "iscrowd": 0,
     "image_id": 98304, "bbox": [263.87, 216.88, 21.13, 15.17], "category_id": 18, "id": 3007}
 ANN_LADY = {"segmentation": [[103.93, 199.99, 238.15, 199.99, 238.15, 377.41]], "area": 23813.3, "iscrowd": 0,
@@ -120,7 +123,8 @@ def test_refer_layout(tmp_path, source, split_by, task, templates):
     assert meta["ref_id"] == 0 and meta["ann_id"] == 1719310 and meta["sent_id"] == 1
 
     dog = rows[f"{source}:validation:1"]
-    # FORMATS.md's annotation 3007: xywh [263.87, 216.88, 21.13, 15.17] -> xyxy (float32 storage)
+    # annotation 3007 (docs/formats.md#refcoco-refer-release): xywh [263.87, 216.88, 21.13, 15.17] -> xyxy
+    # (float32 storage)
     assert dog["regions"][0]["bbox"] == pytest.approx([263.87, 216.88, 285.0, 232.05], abs=1e-4)
     assert dog["regions"][0]["label"] == "dog"
     assert json.loads(dog["regions"][0]["segmentation"]) == ANN_3007["segmentation"]
@@ -191,28 +195,18 @@ def test_mdetr_needs_its_own_split_scheme(tmp_path):
 
 
 # ----- bad input ------------------------------------------------------------------------------------------------------
-class _RunsCode:
-    """A pickle payload that creates ``marker`` when unpickled by a plain ``pickle.load``."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 def test_pickle_that_would_run_code_is_refused(tmp_path):
     proof = tmp_path / "proof"
-    pickle.loads(pickle.dumps([_RunsCode(proof)]))  # the payload does run code under plain pickle
+    pickle.loads(pickle.dumps([CodeRunningPickle(proof)]))  # the payload does run code under plain pickle
     assert proof.exists()
 
     marker = tmp_path / "pwned"
-    ref_list = refs() + [_RunsCode(marker)]
+    ref_list = refs() + [CodeRunningPickle(marker)]
     root = write_refer(tmp_path / "raw", ref_list=ref_list)
     with pytest.raises(SourceFileError, match=r"refs\(unc\)\.p: refused to load global .*open"):
         build("refcoco", root, tmp_path / "out")
     assert not marker.exists()
-    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+    assert no_output_left(tmp_path / "out")
 
 
 def test_unreadable_pickles_are_errors(tmp_path):

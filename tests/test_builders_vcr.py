@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import datasets
 import pytest
+from corpus_rows import no_output_left, rows_by_id
 
 from builders.build import build_source, make_builder
 from builders.errors import SourceFileError, StrictModeError
@@ -47,10 +47,6 @@ QAR_PROMPT = (
 )
 
 
-def _load_rows(out: Path, split: str = "validation") -> dict[str, dict]:
-    return {row["id"]: row for row in datasets.load_dataset(str(out), split=split)}
-
-
 @pytest.fixture(scope="module")
 def vcr_build(realdata, tmp_path_factory):
     out = tmp_path_factory.mktemp("vcr") / "built"
@@ -79,10 +75,6 @@ def _write_jsonl(root: Path, records: list[dict], name: str = "val.jsonl") -> Pa
     return path
 
 
-def _no_output_left(out: Path) -> bool:
-    return not out.exists() and not list(out.parent.glob(f".{out.name}.tmp-*"))
-
-
 # ----- the real sample -------------------------------------------------------------------------------------
 def test_real_sample_counts(vcr_build):
     out, report = vcr_build
@@ -97,7 +89,7 @@ def test_real_sample_counts(vcr_build):
 
 def test_round_trip_validates_and_ids(vcr_build):
     out, _ = vcr_build
-    rows = _load_rows(out)
+    rows = rows_by_id(out, "validation")
     assert sorted(rows) == ["vcr:validation:val-1:all", "vcr:validation:val-1:qa", "vcr:validation:val-1:qar",
                             "vcr:validation:val-1:single"]
     for row in rows.values():
@@ -108,7 +100,7 @@ def test_round_trip_validates_and_ids(vcr_build):
 
 
 def test_boxes_labels_scores_and_polygons_of_named_objects(vcr_build):
-    rows = _load_rows(vcr_build[0])
+    rows = rows_by_id(vcr_build[0], "validation")
     regions = rows["vcr:validation:val-1:all"]["regions"]
     assert [r["label"] for r in regions] == ["person", "person", "person", "car", "cellphone", "clock"]
     assert [r["source_id"] for r in regions] == ["0", "1", "2", "3", "4", "5"]
@@ -124,7 +116,7 @@ def test_boxes_labels_scores_and_polygons_of_named_objects(vcr_build):
 
 
 def test_multiple_choice_rows_reproduce_the_protocol_prompt(vcr_build):
-    rows = _load_rows(vcr_build[0])
+    rows = rows_by_id(vcr_build[0], "validation")
     qa, qar = rows["vcr:validation:val-1:qa"], rows["vcr:validation:val-1:qar"]
     assert qa["task"] == "vcr_qa" and qar["task"] == "vcr_qar"
     assert [t["value"] for t in qa["conversations"]] == [QA_PROMPT, "(C)"]
@@ -135,7 +127,7 @@ def test_multiple_choice_rows_reproduce_the_protocol_prompt(vcr_build):
 
 
 def test_reasoning_rows_render_references(vcr_build):
-    rows = _load_rows(vcr_build[0])
+    rows = rows_by_id(vcr_build[0], "validation")
     everything = [t["value"] for t in rows["vcr:validation:val-1:all"]["conversations"]]
     assert everything[0].startswith("<image>\n") and everything[0].endswith(" Does <region1> live in this house?")
     assert all(f"<region{k}>" in everything[0] for k in range(1, 7))
@@ -149,7 +141,7 @@ def test_reasoning_rows_render_references(vcr_build):
 def test_ids_and_rows_stable_across_builds(realdata, vcr_build, tmp_path):
     second = tmp_path / "again"
     build_source("vcr", realdata / "vcr", second, progress=False)
-    assert _load_rows(second) == _load_rows(vcr_build[0])
+    assert rows_by_id(second, "validation") == rows_by_id(vcr_build[0], "validation")
 
 
 # ----- variants on records derived from the real one ----------------------------------------------------
@@ -161,7 +153,7 @@ def test_class_is_looked_up_with_the_zero_based_index(raw_root, real_record, tmp
     _write_jsonl(raw_root, [record])
     out = tmp_path / "out"
     build_source("vcr", raw_root, out, progress=False, options={"variants": ["all", "single"]})
-    rows = _load_rows(out)
+    rows = rows_by_id(out, "validation")
     assert rows["vcr:validation:val-1:all"]["conversations"][1]["value"] == "Car at region4 is stolen."
     assert rows["vcr:validation:val-1:all"]["conversations"][0]["value"].endswith("Whose is <region4>?")
     single = rows["vcr:validation:val-1:single"]
@@ -177,7 +169,7 @@ def test_multi_variant_numbers_question_objects_in_order(raw_root, real_record, 
     _write_jsonl(raw_root, [record, unrelated])
     out = tmp_path / "out"
     report = build_source("vcr", raw_root, out, progress=False, options={"variants": ["single", "multi"]})
-    rows = _load_rows(out)
+    rows = rows_by_id(out, "validation")
     # val-2's answer refers to object 0, which its question does not: no single/multi row, and no skip.
     assert sorted(rows) == ["vcr:validation:val-1:multi"] and report.total_skipped == 0
     row = rows["vcr:validation:val-1:multi"]
@@ -195,7 +187,7 @@ def test_variants_and_segmentation_options(realdata, tmp_path):
     report = build_source("vcr", realdata / "vcr", out, progress=False,
                           options={"variants": ["qa"], "segmentation": False})
     assert report.written == {"validation": {"vcr_qa": 1}}
-    assert [r["segmentation"] for r in _load_rows(out)["vcr:validation:val-1:qa"]["regions"]] == [""] * 6
+    assert [r["segmentation"] for r in rows_by_id(out, "validation")["vcr:validation:val-1:qa"]["regions"]] == [""] * 6
     with pytest.raises(ValueError, match="unknown or no variants"):
         make_builder("vcr", realdata / "vcr", options={"variants": ["qa", "everything"]})
 
@@ -227,12 +219,12 @@ def test_reference_to_a_missing_object_is_a_counted_skip(raw_root, real_record, 
     out = tmp_path / "out"
     report = build_source("vcr", raw_root, out, progress=False)
     assert dict(report.skipped["validation"]) == {"vcr_missing_object": 1}
-    assert report.total_rows == 4 and all(":val-1:" in i for i in _load_rows(out))
+    assert report.total_rows == 4 and all(":val-1:" in i for i in rows_by_id(out, "validation"))
     assert "object(s) [9]" in report.skip_examples["vcr_missing_object"][0]
     strict_out = tmp_path / "strict"
     with pytest.raises(StrictModeError, match="vcr_missing_object"):
         build_source("vcr", raw_root, strict_out, progress=False, strict=True)
-    assert _no_output_left(strict_out)
+    assert no_output_left(strict_out)
 
 
 def test_malformed_tokens_are_counted_skips(raw_root, real_record, tmp_path):
@@ -258,7 +250,7 @@ def test_truncated_jsonl_line_names_file_and_line(raw_root, real_record, tmp_pat
     out = tmp_path / "out"
     with pytest.raises(SourceFileError, match=r"val\.jsonl at line 2: invalid JSON"):
         build_source("vcr", raw_root, out, progress=False)
-    assert _no_output_left(out)
+    assert no_output_left(out)
 
 
 def test_invalid_utf8_line_is_an_error(raw_root, real_record, tmp_path):
@@ -267,7 +259,7 @@ def test_invalid_utf8_line_is_an_error(raw_root, real_record, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(SourceFileError, match=r"val\.jsonl at line 1"):
         build_source("vcr", raw_root, out, progress=False)
-    assert _no_output_left(out)
+    assert no_output_left(out)
 
 
 def test_unreadable_metadata_skips_only_its_records(raw_root, real_record, tmp_path):

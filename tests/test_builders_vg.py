@@ -8,13 +8,14 @@ from pathlib import Path
 
 import datasets
 import pytest
+from corpus_rows import no_output_left
 
 from builders.build import build_source
 from builders.errors import SourceFileError
 from builders.placeholders import region_refs
 from builders.schema import validate
 
-REGIONS_PER_IMAGE = {1: 262, 2: 256, 3: 255}  # SOURCES.md: 773 regions on images 1-3
+REGIONS_PER_IMAGE = {1: 262, 2: 256, 3: 255}  # docs/formats.md#real-samples: 773 regions on images 1-3
 ROWS_PER_IMAGE = {1: 18, 2: 18, 3: 17}  # ceil(n / 15) rows of 14-15 turns
 
 
@@ -147,12 +148,12 @@ def test_records_that_do_not_zip_stop_the_build(vg_files, tmp_path):
     with pytest.raises(SourceFileError, match=r"region_descriptions\.json at record 0: record 0 is image 1 but "
                                               r"entry 0 of image_data\.json is image 2"):
         build_source("vg", root, tmp_path / "out", progress=False)
-    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+    assert no_output_left(tmp_path / "out")
 
     write_release(root, image_data, records[:2])
     with pytest.raises(SourceFileError, match=r"ends after 2 records while image_data\.json continues"):
         build_source("vg", root, tmp_path / "out", progress=False)
-    assert not (tmp_path / "out").exists()
+    assert no_output_left(tmp_path / "out")
 
 
 def test_truncated_json_and_nan_literal_are_errors(vg_files, tmp_path):
@@ -165,7 +166,7 @@ def test_truncated_json_and_nan_literal_are_errors(vg_files, tmp_path):
     write_release(root, image_data, records)
     with pytest.raises(SourceFileError, match=r"region_descriptions\.json.*invalid or truncated JSON"):
         build_source("vg", root, tmp_path / "out", progress=False)
-    assert not (tmp_path / "out").exists()
+    assert no_output_left(tmp_path / "out")
 
 
 @pytest.mark.parametrize(("change", "reason"), [

@@ -93,7 +93,7 @@ def test_saved_models_and_training_checkpoints_load_with_their_weights(tmp_path)
     import torch
     from omegaconf import OmegaConf
 
-    from gpt4roi.cli import config_dir
+    from gpt4roi.configs import config_dir
     from gpt4roi.modeling.factory import save_pretrained
     from gpt4roi.train import checkpoint
 
@@ -106,7 +106,7 @@ def test_saved_models_and_training_checkpoints_load_with_their_weights(tmp_path)
     expected = [answer for _, answer in ask_twice(model)]
 
     save_pretrained(inner.model, inner.processor, tmp_path / "run" / "hf")
-    identity = OmegaConf.to_container(OmegaConf.load(config_dir() / "model" / "tiny.yaml"))
+    identity = OmegaConf.to_container(OmegaConf.load(config_dir() / "architecture" / "tiny.yaml"))
     for key in ("image_root", "max_length"):  # as the training harness records a model's identity
         identity.pop(key)
     checkpoint.save_weights(tmp_path / "final", inner.model, {"model": identity, "step": 1})

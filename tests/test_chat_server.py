@@ -240,9 +240,10 @@ def test_a_second_question_waits_for_the_first_answer():
 def test_examples_and_the_page_are_served(app):
     client = TestClient(app)
     names = client.get("/api/examples").json()["examples"]
-    assert names
+    assert names == ["synthetic-1", "synthetic-2", "synthetic-3", "synthetic-4"]
     state = client.post("/api/example", json={"name": names[0]}).json()
-    assert state["has_image"] and state["width"] > 0
+    # the synthetic world's first COCO validation picture at seed 0
+    assert (state["has_image"], state["width"], state["height"]) == (True, 320, 256)
     unknown = client.post("/api/example", json={"name": "nope"})
     assert unknown.status_code == 404 and "no example called 'nope'" in unknown.json()["error"]
     page = client.get("/")

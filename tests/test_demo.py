@@ -21,9 +21,11 @@ def test_demo_builds_every_source_and_renders_an_example(tmp_path, capsys):
         reports = json.loads((work / "built" / source / "build_report.json").read_text())
         assert reports["source"] == source
     (png,) = work.glob("example_*.png")
-    with Image.open(png) as image:
-        assert image.format == "PNG" and min(image.size) >= 200
-    assert "<region1>" in output and "example row vcr:train:" in output
+    assert png.name == "example_vcr_train.png"
+    with Image.open(png) as image:  # the first VCR training row's picture (seed 0), its boxes drawn on it
+        assert (image.format, image.size) == ("PNG", (224, 288))
+    assert "example row vcr:train:train-0:all (region_reasoning)" in output
+    assert "<region1> = box [78, 97, 105, 124] triangle" in output
 
 
 def test_synth_command_writes_a_world_and_rejects_an_unknown_scale(tmp_path, capsys):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import math
 import pickle
-from pathlib import Path
 
 import pytest
+from conftest import CodeRunningPickle
 
 from builders.boxes import (
     box_iou,
@@ -28,7 +28,8 @@ from builders.storage.output import ShardedParquetWriter, atomic_directory
 
 
 def test_box_conventions_on_real_records():
-    # Visual Genome region 1382 of image 1: x=421, y=57, width=82, height=139 (FORMATS.md §2).
+    # Visual Genome region 1382 of image 1: x=421, y=57, width=82, height=139
+    # (docs/formats.md#visual-genome-release-files).
     assert xywh_to_xyxy([421, 57, 82, 139]) == [421, 57, 503, 196]
     # Flickr30K VOC boxes are 1-based inclusive: pixel columns 159..219 -> [158, 219).
     assert voc_to_xyxy([159, 125, 219, 335]) == [158, 124, 219, 335]
@@ -62,16 +63,6 @@ def test_row_rng_depends_only_on_seed_and_key():
     assert row_rng(0, "coco:train:2").random() != draws[0]
 
 
-class _Payload:
-    """Unpickling this would create a marker file: the restricted unpickler must refuse before running it."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 def test_safe_pickle_refuses_code_and_admits_plain_data(tmp_path):
     plain = tmp_path / "refs(unc).p"
     plain.write_bytes(pickle.dumps([{"ref_id": 0, "sentences": [{"sent": "the lady"}], "box": (1.0, 2)}]))
@@ -79,7 +70,7 @@ def test_safe_pickle_refuses_code_and_admits_plain_data(tmp_path):
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.p"
-    evil.write_bytes(pickle.dumps([_Payload(marker)]))
+    evil.write_bytes(pickle.dumps([CodeRunningPickle(marker)]))
     with pytest.raises(SourceFileError, match="refused to load global") as info:
         safe_load_pickle(evil)
     assert str(evil) in str(info.value)

@@ -1,4 +1,4 @@
-"""The schema validator enforces every rule of DESIGN.md §3, naming the row and the rule."""
+"""The schema validator enforces every rule of docs/design.md#row-rules, naming the row and the rule."""
 
 from __future__ import annotations
 

@@ -32,22 +32,14 @@ from gpt4roi.modeling import (
 )
 from gpt4roi.processing import IGNORE_INDEX
 
-TINY = Path(__file__).resolve().parent.parent / "conf" / "model" / "tiny.yaml"
+TINY = Path(__file__).resolve().parent.parent / "conf" / "architecture" / "tiny.yaml"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_cfg(**changes) -> dict:
     cfg = yaml.safe_load(TINY.read_text())
     cfg.update(changes)
     return cfg
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny CPU models run several times faster on one thread when the machine's cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

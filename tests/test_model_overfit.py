@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from builders.schema import validate
 from gpt4roi.modeling import build_model, generate_for_rows
 
-TINY = Path(__file__).resolve().parent.parent / "conf" / "model" / "tiny.yaml"
+TINY = Path(__file__).resolve().parent.parent / "conf" / "architecture" / "tiny.yaml"
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220), "yellow": (240, 210, 40),
            "purple": (140, 50, 170), "orange": (250, 140, 20), "white": (250, 250, 250), "black": (20, 20, 20)}
 # (background, [(colour, shape, box), (colour, shape, box)]) per image; each image's two regions differ.
@@ -62,30 +62,26 @@ def caption_rows() -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 def test_tiny_model_overfits_region_captions_and_generates_them():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model is fastest on one thread on a shared machine
-    try:
-        rows = caption_rows()
-        for row in rows:
-            validate(row)
-        model, processor = build_model(yaml.safe_load(TINY.read_text()))
-        model.set_trainable(["vision", "projector", "region_module", "llm"])
-        batch = processor(rows)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
-        model.train()
-        losses = []
-        for _ in range(400):
-            loss = model(**batch).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            if losses[-1] < 0.05:
-                break
-        assert losses[-1] < 0.05, f"loss after {len(losses)} steps: {losses[-1]:.3f} (start {losses[0]:.3f})"
-        print(f"tiny GPT4RoI overfit: loss {losses[0]:.3f} -> {losses[-1]:.4f} in {len(losses)} steps")
-        answers = generate_for_rows(model, processor, rows, max_new_tokens=12)
-        assert answers == [row["conversations"][1]["value"] for row in rows]
-    finally:
-        torch.set_num_threads(previous)
+    rows = caption_rows()
+    for row in rows:
+        validate(row)
+    model, processor = build_model(yaml.safe_load(TINY.read_text()))
+    model.set_trainable(["vision", "projector", "region_module", "llm"])
+    batch = processor(rows)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    model.train()
+    losses = []
+    for _ in range(400):
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if losses[-1] < 0.05:
+            break
+    assert losses[-1] < 0.05, f"loss after {len(losses)} steps: {losses[-1]:.3f} (start {losses[0]:.3f})"
+    print(f"tiny GPT4RoI overfit: loss {losses[0]:.3f} -> {losses[-1]:.4f} in {len(losses)} steps")
+    answers = generate_for_rows(model, processor, rows, max_new_tokens=12)
+    assert answers == [row["conversations"][1]["value"] for row in rows]

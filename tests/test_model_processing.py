@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import re
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from builders.errors import SchemaError
 from builders.schema import validate
 from gpt4roi.processing import (
     IGNORE_INDEX,
@@ -82,7 +84,14 @@ def supervised_spans(labels: torch.Tensor) -> list[list[int]]:
 
 
 def test_rows_used_here_are_schema_valid():
-    validate(MULTI_TURN)
+    """MULTI_TURN is a row a builder could write, so the processor is tested on real input; the check has
+    teeth: the same row without <region3>'s box is refused."""
+    assert validate(MULTI_TURN) is None
+    broken = copy.deepcopy(MULTI_TURN)
+    broken["regions"].pop()
+    with pytest.raises(SchemaError) as refused:
+        validate(broken)
+    assert (refused.value.row_id, refused.value.rule) == ("synthetic:train:7", "reference_exists")
 
 
 def test_label_mask_decodes_to_exactly_the_assistant_turns(processor):

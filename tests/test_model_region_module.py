@@ -8,14 +8,7 @@ import torch
 from gpt4roi.modeling.configuration_gpt4roi import GPT4RoIConfig
 from gpt4roi.modeling.region_module import LevelFusion, RegionFeatureModule, coordinate_channels
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small CPU convolutions run several times faster on one thread when the machine's cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def expected_parameters(vision: int, dim: int, levels: int, rounds: int, out: int, hidden: int, box: int, llm: int) -> int:

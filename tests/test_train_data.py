@@ -96,7 +96,7 @@ def test_preflight_names_the_bad_row_and_caches_good_corpora(tmp_path, folder):
             raise RowInputError(row["id"], "its first exchange needs 300 tokens; max_length is 256")
         return standin_encode(row, image)
 
-    with pytest.raises(ValueError, match=r"synthetic:train:7.*max_length is 256.*raise train.max_length"):
+    with pytest.raises(ValueError, match=r"synthetic:train:7.*max_length is 256.*raise architecture.max_length"):
         preflight(rows, fingerprint, tmp_path / "cache", short_only, "limit-256", show_progress=False)
     assert preflight(rows, fingerprint, tmp_path / "cache", standin_encode, "no-limit", show_progress=False) == 20
 

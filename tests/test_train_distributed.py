@@ -15,13 +15,13 @@ from gpt4roi.train.metrics import read_metrics
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_match_one_process_with_the_same_global_batch(corpus, tmp_path, strategy):  # noqa: F811
-    common = ("train.max_steps=8", "+model.standin_dropout=0", f"train.strategy={strategy}", "train.save_every=4")
+    common = ("trainer.max_steps=8", "+architecture.standin_dropout=0", f"trainer.strategy={strategy}", "trainer.save_every=4")
     single = losses(run(corpus, tmp_path / "single", *common))
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={29517 + len(strategy)}",
-               "-m", "gpt4roi.train", *overrides(corpus, out, *common, "train.per_device_batch_size=2")]
+               "-m", "gpt4roi.train", *overrides(corpus, out, *common, "trainer.per_device_batch_size=2")]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     records = [r for r in read_metrics(out) if "loss" in r]

@@ -23,8 +23,8 @@ from PIL import Image
 from torch import nn
 
 from builders.storage.output import ShardedParquetWriter
-from gpt4roi.cli import compose
 from gpt4roi.cli import main as cli_main
+from gpt4roi.configs import compose
 from gpt4roi.train import main as train_main
 from gpt4roi.train.bundle import Bundle
 from gpt4roi.train.checkpoint import step_dirs
@@ -33,6 +33,7 @@ from gpt4roi.train.metrics import read_metrics
 TESTS = Path(__file__).resolve().parent
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 60, 220), "yellow": (230, 220, 30)}
 VOCAB = 64
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class StandInCrash(RuntimeError):
@@ -146,15 +147,6 @@ def write_corpus(folder: Path, images: Path, splits: dict[str, int], bad_row: di
     return folder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The stand-in is far too small for intra-op threads; on a shared CPU they only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("train_corpus")
@@ -166,9 +158,9 @@ def overrides(corpus, out: Path, *extra: str) -> list[str]:
     """A stand-in run on ``corpus``: global batch 4, fp32, fast saves, no progress bars."""
     return ["model_factory=test_train_loop:standin_bundle", f"corpus.path={corpus.path}",
             f"corpus.image_root={corpus.images}", f"out={out}", f"cache_dir={out.parent / 'cache'}",
-            "progress=false", "train=tiny", "train.global_batch_size=4", "train.per_device_batch_size=4",
-            "train.num_workers=0", "train.optimizer.lr=0.01", "train.epochs=2", "train.save_every=5",
-            "train.trainable=[region_module,projector,llm]", *extra]
+            "progress=false", "trainer=tiny", "trainer.global_batch_size=4", "trainer.per_device_batch_size=4",
+            "trainer.num_workers=0", "trainer.optimizer.lr=0.01", "trainer.epochs=2", "trainer.save_every=5",
+            "trainer.trainable=[region_module,projector,llm]", *extra]
 
 
 def run(corpus, out: Path, *extra: str) -> list[dict]:
@@ -193,35 +185,35 @@ def test_loss_falls_and_run_folder_is_complete(corpus, tmp_path):
 
 def test_accumulation_and_micro_batches_give_the_same_steps(corpus, tmp_path):
     """Without dropout, 4 rows at once and 4 accumulated single rows are the same optimisation."""
-    no_dropout = ("train.max_steps=6", "+model.standin_dropout=0")
+    no_dropout = ("trainer.max_steps=6", "+architecture.standin_dropout=0")
     whole = run(corpus, tmp_path / "whole", *no_dropout)
-    accumulated = run(corpus, tmp_path / "accum", *no_dropout, "train.per_device_batch_size=1")
+    accumulated = run(corpus, tmp_path / "accum", *no_dropout, "trainer.per_device_batch_size=1")
     assert losses(accumulated) == pytest.approx(losses(whole), rel=1e-5)
 
 
 def test_stage_one_trains_only_the_region_module(corpus, tmp_path):
     from safetensors.torch import load_file
 
-    run(corpus, tmp_path / "s1", "train.max_steps=3", "train.trainable=[region_module]")
+    run(corpus, tmp_path / "s1", "trainer.max_steps=3", "trainer.trainable=[region_module]")
     first = load_file(step_dirs(tmp_path / "s1" / "checkpoints")[0].parent / "step-0000003" / "model.safetensors")
     torch.manual_seed(0)
     fresh = standin_bundle({}, 64).model.state_dict()
     changed = {name for name, tensor in first.items() if not torch.equal(tensor, fresh[name])}
     assert changed and all(name.startswith("region_module.") for name in changed)
 
-    run(corpus, tmp_path / "s2", "train.max_steps=2", f"init_from={tmp_path / 's1'}",
-        "train.trainable=[region_module,projector,llm]")
+    run(corpus, tmp_path / "s2", "trainer.max_steps=2", f"init_from={tmp_path / 's1'}",
+        "trainer.trainable=[region_module,projector,llm]")
     state = json.loads((tmp_path / "s2" / "final" / "state.json").read_text())
     assert state["step"] == 2  # weights only: the step counter (and schedule, optimiser) restart
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(corpus, tmp_path):
     """A run dying in step 33 (after the checkpoint of step 30), resumed, has the reference loss at every step."""
-    args = ["train.epochs=4", "train.save_every=10"]
+    args = ["trainer.epochs=4", "trainer.save_every=10"]
     reference = losses(run(corpus, tmp_path / "reference", *args))
     out = tmp_path / "crashed"
     with pytest.raises(StandInCrash):
-        run(corpus, out, *args, "+model.standin_crash_at=33")
+        run(corpus, out, *args, "+architecture.standin_crash_at=33")
     assert [path.name for path in step_dirs(out / "checkpoints")] == ["step-0000020", "step-0000030"]
     assert max(r["step"] for r in read_metrics(out)) == 32
     resumed = run(corpus, out, *args, "resume=true")
@@ -232,7 +224,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(corpus, tmp_path):
 @pytest.mark.slow
 def test_resume_after_kill_matches_an_uninterrupted_run(corpus, tmp_path):
     """A subprocess run is SIGKILLed after step 30, resumed with resume=true, and reaches step 48."""
-    args = ["train.epochs=4", "train.save_every=10", "+model.standin_delay=0.02"]
+    args = ["trainer.epochs=4", "trainer.save_every=10", "+architecture.standin_delay=0.02"]
     reference = losses(run(corpus, tmp_path / "reference", *args))
     assert len(reference) == 48
     out = tmp_path / "killed"
@@ -254,26 +246,26 @@ def test_resume_after_kill_matches_an_uninterrupted_run(corpus, tmp_path):
 
 
 def test_checkpoints_of_another_model_config_are_refused(corpus, tmp_path, capsys):
-    run(corpus, tmp_path / "a", "train.max_steps=2")
-    code = cli_main(["train", *overrides(corpus, tmp_path / "a", "train.max_steps=2", "resume=true",
-                                          "+model.standin_width=24")])
+    run(corpus, tmp_path / "a", "trainer.max_steps=2")
+    code = cli_main(["train", *overrides(corpus, tmp_path / "a", "trainer.max_steps=2", "resume=true",
+                                          "+architecture.standin_width=24")])
     assert code == 1
     assert '"standin_width": 16' in capsys.readouterr().err
     code = cli_main(["train", *overrides(corpus, tmp_path / "b", f"init_from={tmp_path / 'a'}",
-                                          "+model.standin_width=24")])
+                                          "+architecture.standin_width=24")])
     error = capsys.readouterr().err
     assert code == 1 and "another model config" in error and "llm.embed.weight" in error
-    assert cli_main(["train", *overrides(corpus, tmp_path / "a", "train.max_steps=2")]) == 1
+    assert cli_main(["train", *overrides(corpus, tmp_path / "a", "trainer.max_steps=2")]) == 1
     assert "resume=true" in capsys.readouterr().err  # an existing run is never overwritten silently
 
 
 def test_bad_runs_fail_before_training(corpus, tmp_path, capsys):
     out = tmp_path / "bad"
-    assert cli_main(["train", *overrides(corpus, out, "train.optimizer.lr=-1")]) == 1
-    assert "train.optimizer.lr=-1" in capsys.readouterr().err
-    assert cli_main(["train", *overrides(corpus, out, "train.global_batch_size=6")]) == 1
+    assert cli_main(["train", *overrides(corpus, out, "trainer.optimizer.lr=-1")]) == 1
+    assert "trainer.optimizer.lr=-1" in capsys.readouterr().err
+    assert cli_main(["train", *overrides(corpus, out, "trainer.global_batch_size=6")]) == 1
     assert "not a multiple" in capsys.readouterr().err
-    assert cli_main(["train", *overrides(corpus, out, "train.learning_rate=1")]) == 2  # Hydra: no such key
+    assert cli_main(["train", *overrides(corpus, out, "trainer.learning_rate=1")]) == 2  # Hydra: no such key
     assert "learning_rate" in capsys.readouterr().err
     missing = overrides(corpus, out)
     missing[1] = f"corpus.path={tmp_path / 'nowhere'}"

@@ -10,7 +10,6 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from gpt4roi.cli import main as cli_main
 from gpt4roi.train.metrics import read_metrics
@@ -35,10 +34,10 @@ def train(workdir, monkeypatch, *extra: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 def test_stage1_then_stage2_lowers_the_held_out_caption_loss(workdir, monkeypatch):
-    torch.set_num_threads(1)
-    assert train(workdir, monkeypatch, "experiment=tiny_stage1", "train.max_steps=12") == 0
-    assert train(workdir, monkeypatch, "experiment=tiny_stage2", "train.max_steps=30") == 0
+    assert train(workdir, monkeypatch, "experiment=tiny_stage1", "trainer.max_steps=12") == 0
+    assert train(workdir, monkeypatch, "experiment=tiny_stage2", "trainer.max_steps=30") == 0
     first = json.loads((workdir / "outputs/train/tiny_stage1/summary.json").read_text())
     second = json.loads((workdir / "outputs/train/tiny_stage2/summary.json").read_text())
     untrained = first["eval_loss_first"]
@@ -48,10 +47,10 @@ def test_stage1_then_stage2_lowers_the_held_out_caption_loss(workdir, monkeypatc
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 def test_tiny_model_resumes_exactly(workdir, monkeypatch):
-    torch.set_num_threads(1)
-    args = ("experiment=tiny_stage1", "train.max_steps=4", "train.save_every=2", "run_name=resume",
-            "eval_corpus.path=null", "train.trainable=[region_module,projector,llm]")
+    args = ("experiment=tiny_stage1", "trainer.max_steps=4", "trainer.save_every=2", "run_name=resume",
+            "eval_corpus.path=null", "trainer.trainable=[region_module,projector,llm]")
     assert train(workdir, monkeypatch, *args) == 0
     out = workdir / "outputs/train/resume"
     reference = [r["loss"] for r in read_metrics(out) if "loss" in r]

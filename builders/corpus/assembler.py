@@ -46,7 +46,7 @@ from builders.corpus.embed import embed_images
 from builders.corpus.recipe import BuildSpec, Entry, Recipe, options_dict
 from builders.corpus.settings import Settings
 from builders.corpus.stats import CorpusStats
-from builders.corpus.tables import _rows_of, copy_shards, is_schema_shard, repeated, validate_table
+from builders.corpus.tables import copy_shards, is_schema_shard, repeated, take_rows, validate_table
 from builders.schema import FEATURES
 from builders.storage.datafolder import SplitFiles, folder_fingerprint
 from builders.storage.output import ShardedParquetWriter, atomic_directory
@@ -184,7 +184,7 @@ class Assembler:
             self._decide(entry, split, batch, counts, pool, position)
             kept = np.asarray(pool.positions[before:], dtype=np.int64) - position
             if verbatim:
-                self.stats.add(entry.name, _rows_of(batch, kept))
+                self.stats.add(entry.name, take_rows(batch, kept))
             elif entry.sample is None:
                 bar.update(self._emit(entry, build, split, writer, batch, kept))
             position += batch.num_rows
@@ -224,7 +224,7 @@ class Assembler:
         """Write the rows at ``rows`` (indices into ``batch``), repeated, embedded and validated as set."""
         if not len(rows):
             return 0
-        table = repeated(_rows_of(batch, rows), entry.repeat)
+        table = repeated(take_rows(batch, rows), entry.repeat)
         if self.settings.embed_images:
             table = embed_images(table, build.raw_root, f"{build.folder} ({entry.name}/{split})")
         if self.settings.validate:

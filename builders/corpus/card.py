@@ -18,7 +18,7 @@ import yaml
 from huggingface_hub import DatasetCardData
 
 from builders.corpus.contamination import markdown_table
-from builders.corpus.recipe import Recipe
+from builders.corpus.recipe import Entry, Recipe
 from builders.corpus.stats import AREA_CLASSES, CorpusStats
 from builders.schema import FEATURES
 
@@ -49,6 +49,8 @@ FETCH_IMAGES = {
     "vcr": "VCR images (vcr1images/), after accepting the VCR licence",
     "llava": "COCO 2017 train images (train2017/)",
 }
+PLOT_TITLES = {"regions_per_row": "Regions per row", "box_size_aspect": "Box size and aspect",
+               "task_mix": "Task mix"}
 
 
 def declared_files(report: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
@@ -169,17 +171,39 @@ def assembly_table(report: dict[str, Any]) -> str:
 
 def _body(recipe: Recipe, report: dict[str, Any], stats: CorpusStats, plots: list[str],
           metadata: dict[str, Any]) -> str:
+    """The card's markdown: one section after the other, each a list of lines ending with a blank one."""
     entries = {entry.name: entry for entry in recipe.sources}
-    settings = report["settings"]
+    sections = [
+        _introduction(recipe, report, metadata),
+        _configs_section(report, entries, metadata),
+        _statistics_section(stats, plots),
+        _assembly_section(report),
+        _contamination_section(report),
+        _loading_section(report, entries),
+        _recipe_section(report),
+        _builds_section(report),
+    ]
+    return "\n".join(line for section in sections for line in section)
+
+
+def _introduction(recipe: Recipe, report: dict[str, Any], metadata: dict[str, Any]) -> list[str]:
     lines = [f"# {metadata['pretty_name']}", ""]
     if recipe.description:
         lines += [recipe.description.strip(), ""]
-    lines += [
+    return lines + [
         "Region-level instruction-tuning rows in the spatial-instruction schema: an image, the regions it talks "
         "about (`bbox` xyxy in absolute pixels, 0-based continuous coordinates), and a conversation whose human "
         "turns refer to `regions[K-1]` as `<regionK>`. Assembled with `gpt4roi corpus recipe="
         f"{recipe.name}`.", "",
         f"Corpus fingerprint (sha256 of the parquet files): `{report['fingerprint']}`", "",
+    ]
+
+
+def _configs_section(report: dict[str, Any], entries: dict[str, Entry],
+                     metadata: dict[str, Any]) -> list[str]:
+    """The configs with their builder, splits, rows and licence; entries that wrote nothing are named apart."""
+    declared = declared_files(report)
+    lines = [
         "## Configs and licences", "",
         "`default` is the mix: every config's files, in the order below. Each source keeps its own licence; "
         "using the mix means accepting all of them.", "",
@@ -187,67 +211,91 @@ def _body(recipe: Recipe, report: dict[str, Any], stats: CorpusStats, plots: lis
                [[name, entries[name].spec.builder, ", ".join(per),
                  sum(c["written"] for c in report["entries"][name].values()),
                  metadata["source_licenses"][name] or "**unknown: check the source's terms**"]
-                for name, per in declared_files(report).items()]), "",
+                for name, per in declared.items()]), "",
     ]
-    empty = [name for name in report["files"] if name not in declared_files(report)]
+    empty = [name for name in report["files"] if name not in declared]
     if empty:
         lines += [f"Recipe entries that contributed no row (not declared as configs): {', '.join(empty)}.", ""]
-    lines += [
+    return lines
+
+
+def _statistics_section(stats: CorpusStats, plots: list[str]) -> list[str]:
+    lines = [
         "## Statistics per config and task", "",
         "Words are whitespace-separated tokens of all turns. Box area is relative to the image; COCO S/M/L are "
         "boxes under 32², under 96² and above 96² pixels.", "",
         statistics_table(stats), "",
     ]
     if plots:
-        titles = {"regions_per_row": "Regions per row", "box_size_aspect": "Box size and aspect",
-                  "task_mix": "Task mix"}
-        lines += [f"![{titles.get(Path(p).stem, p)}]({p})" for p in plots] + [""]
-    lines += ["## Assembly", "",
-              "Duplicates are rows identical in image (canonical identity), regions and conversation, within a "
-              "config or against a config earlier in the mix. `sample: N` keeps the N rows with the smallest "
-              f"sha256(seed, id) (seed {settings['seed']}); `repeat: k` writes each kept row k times (copies get "
-              "ids ending in `:r2` ...).", "", assembly_table(report), "",
-              "## Contamination", "",
-              "Training rows checked against the evaluation splits of the recipe. Images are matched by canonical "
-              "identity (COCO id across 2014/2017 file names, Visual Genome `coco_id` / `flickr_id`, Flickr30K id"
-              + (f", and a {settings['phash']} perceptual hash" if settings["phash"] else "")
-              + f"); a region overlaps when its box has IoU >= {settings['iou']} with a box of the evaluation "
-              "row on the same image. "
-              + ("Rows overlapping an evaluation image were dropped (`decontaminate=true`, level "
-                 f"{settings['decontaminate_level']}); the table counts them under *dropped rows*."
-                 if settings["decontaminate"] else
-                 "Nothing was dropped (`decontaminate=false`): the table counts what the corpus contains."),
-              "", markdown_table(report["contamination"]), "",
-              "## How to load", "",
-              "```python", "from datasets import load_dataset", "",
-              "mix = load_dataset(\"<this folder or repo id>\")            # the default config",
-              f"one = load_dataset(\"<this folder or repo id>\", \"{next(iter(declared_files(report)), 'default')}\")",
-              "stream = load_dataset(\"<this folder or repo id>\", split=\"train\", streaming=True)",
-              "```", "",
-              "`image` is stored undecoded (`Image(decode=False)`): a dict with `path` and `bytes`."]
-    if settings["embed_images"]:
-        lines += ["Images are embedded (`bytes`)."]
-    else:
-        lines += ["Images are **not** embedded: `path` is relative to the raw release folder of the row's source, "
-                  "so download the images and join the path with that folder:", ""]
-        for name in declared_files(report):
-            builder = entries[name].spec.builder
-            raw = entries[name].spec.raw or "(the build's raw root)"
-            lines.append(f"- `{name}`: {FETCH_IMAGES.get(builder, 'the images of the ' + builder + ' release')}; "
-                         f"paths relative to the `{raw}` release folder")
-    lines += ["", "## Recipe", "", "```yaml", yaml.safe_dump(report["recipe"], sort_keys=False).rstrip(), "```",
-              "", "## Builds", ""]
+        lines += [f"![{PLOT_TITLES.get(Path(p).stem, p)}]({p})" for p in plots] + [""]
+    return lines
+
+
+def _assembly_section(report: dict[str, Any]) -> list[str]:
+    return ["## Assembly", "",
+            "Duplicates are rows identical in image (canonical identity), regions and conversation, within a "
+            "config or against a config earlier in the mix. `sample: N` keeps the N rows with the smallest "
+            f"sha256(seed, id) (seed {report['settings']['seed']}); `repeat: k` writes each kept row k times "
+            "(copies get ids ending in `:r2` ...).", "", assembly_table(report), ""]
+
+
+def _contamination_section(report: dict[str, Any]) -> list[str]:
+    """How images and regions were matched against the evaluation splits, and what was done about it."""
+    settings = report["settings"]
+    return ["## Contamination", "",
+            "Training rows checked against the evaluation splits of the recipe. Images are matched by canonical "
+            "identity (COCO id across 2014/2017 file names, Visual Genome `coco_id` / `flickr_id`, Flickr30K id"
+            + (f", and a {settings['phash']} perceptual hash" if settings["phash"] else "")
+            + f"); a region overlaps when its box has IoU >= {settings['iou']} with a box of the evaluation "
+            "row on the same image. "
+            + ("Rows overlapping an evaluation image were dropped (`decontaminate=true`, level "
+               f"{settings['decontaminate_level']}); the table counts them under *dropped rows*."
+               if settings["decontaminate"] else
+               "Nothing was dropped (`decontaminate=false`): the table counts what the corpus contains."),
+            "", markdown_table(report["contamination"]), ""]
+
+
+def _loading_section(report: dict[str, Any], entries: dict[str, Entry]) -> list[str]:
+    """``load_dataset`` calls, then where the images come from when they are not embedded."""
+    declared = declared_files(report)
+    lines = ["## How to load", "",
+             "```python", "from datasets import load_dataset", "",
+             "mix = load_dataset(\"<this folder or repo id>\")            # the default config",
+             f"one = load_dataset(\"<this folder or repo id>\", \"{next(iter(declared), 'default')}\")",
+             "stream = load_dataset(\"<this folder or repo id>\", split=\"train\", streaming=True)",
+             "```", "",
+             "`image` is stored undecoded (`Image(decode=False)`): a dict with `path` and `bytes`."]
+    if report["settings"]["embed_images"]:
+        return lines + ["Images are embedded (`bytes`).", ""]
+    lines += ["Images are **not** embedded: `path` is relative to the raw release folder of the row's source, "
+              "so download the images and join the path with that folder:", ""]
+    for name in declared:
+        builder = entries[name].spec.builder
+        raw = entries[name].spec.raw or "(the build's raw root)"
+        lines.append(f"- `{name}`: {FETCH_IMAGES.get(builder, 'the images of the ' + builder + ' release')}; "
+                     f"paths relative to the `{raw}` release folder")
+    return lines + [""]
+
+
+def _recipe_section(report: dict[str, Any]) -> list[str]:
+    return ["## Recipe", "", "```yaml", yaml.safe_dump(report["recipe"], sort_keys=False).rstrip(), "```", ""]
+
+
+def _builds_section(report: dict[str, Any]) -> list[str]:
+    """Each build's options, seed, input files and package versions, then the assembly's own versions."""
+    lines = ["## Builds", ""]
     for build in report["builds"]:
         lines.append(f"- `{build['builder']}` for {', '.join(build['entries'])}: options "
                      f"`{json.dumps(build['options'], sort_keys=True)}`, seed {build['seed']}")
         for item in build["inputs"]:
             lines.append(f"  - input `{item['file']}` ({item['bytes']} bytes, sha256 `{item['sha256'][:16]}…`)")
         if build["versions"]:
-            versions = ", ".join(f"{k} {v}" for k, v in sorted(build["versions"].items()))
-            lines.append(f"  - built with {versions}")
-    versions = ", ".join(f"{k} {v}" for k, v in sorted(report["versions"].items()))
-    lines += ["", f"Assembled with {versions}.", ""]
-    return "\n".join(lines)
+            lines.append(f"  - built with {_versions(build['versions'])}")
+    return lines + ["", f"Assembled with {_versions(report['versions'])}.", ""]
+
+
+def _versions(versions: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
 
 
 def write_card(folder: Path, recipe: Recipe, report: dict[str, Any], stats: CorpusStats, *,

@@ -26,7 +26,8 @@ def repeated(table: pa.Table, times: int) -> pa.Table:
     return pa.concat_tables(parts)
 
 
-def _rows_of(batch: pa.RecordBatch, rows: np.ndarray) -> pa.Table:
+def take_rows(batch: pa.RecordBatch, rows: np.ndarray) -> pa.Table:
+    """The rows at positions ``rows`` of ``batch`` as a table; the batch itself, uncopied, when all are kept."""
     table = pa.Table.from_batches([batch])
     return table if len(rows) == batch.num_rows else table.take(pa.array(rows, type=pa.int64()))
 

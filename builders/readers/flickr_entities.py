@@ -1,4 +1,4 @@
-"""Readers of the Flickr30K Entities release files (FORMATS.md §3).
+"""Readers of the Flickr30K Entities release files (docs/formats.md#flickr30k-entities).
 
 * ``Sentences/<id>.txt``: one caption per line, phrases written ``[/EN#<chain>/<type>... <words>]``.
   :func:`parse_caption` removes the brackets (words joined by single spaces, as the official

@@ -10,7 +10,7 @@ from typing import Any
 import ijson
 import orjson
 
-from builders.errors import SourceFileError
+from builders.errors import SkipRecord, SourceFileError
 
 
 def read_json(path: str | Path, *, expect: type | tuple[type, ...] | None = None) -> Any:
@@ -89,8 +89,6 @@ def read_text(path: str | Path) -> str:
 
 def require_keys(record: dict, keys: tuple[str, ...], what: str) -> None:
     """Raise :class:`~builders.errors.SkipRecord` (``missing_key``) when ``record`` lacks a key."""
-    from builders.errors import SkipRecord
-
     if not isinstance(record, dict):
         raise SkipRecord("wrong_record_type", f"{what} is {type(record).__name__}, expected an object")
     missing = [key for key in keys if key not in record]

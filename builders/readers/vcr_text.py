@@ -1,18 +1,19 @@
 """VCR's tokenised texts and the multiple-choice prompt of GPT4RoI's VCR protocol.
 
 VCR stores every question, answer and rationale as a token list in which an object reference is a list of
-0-based indices into the record's ``objects`` (``["Does", [0], "live", "in", "this", "house", "?"]``; FORMATS.md
-§4). This module turns such lists into text in the two forms the suite needs:
+0-based indices into the record's ``objects`` (``["Does", [0], "live", "in", "this", "house", "?"]``;
+docs/formats.md#vcr-jsonl-records). This module turns such lists into text in the two forms the suite needs:
 
 * the **protocol form** (:func:`protocol_text`): tokens joined by single spaces, each reference written as
   1-based numbers joined by commas (``[2, 1, 0]`` -> ``3,2,1``). This is how GPT4RoI's paper (Table 5) shows
-  VCR questions and options ("How is 1 feeling ?"), and the evaluation protocol in PROTOCOLS.md is defined on it;
+  VCR questions and options ("How is 1 feeling ?"), and the evaluation protocol is defined on it
+  (docs/protocols.md#object-references-in-vcr-text);
 * the **natural form** (:func:`natural_text`): punctuation re-attached and each reference rendered by a
   caller-supplied function, for free-form instruction rows.
 
 The prompt strings (:data:`QA_INSTRUCTION`, :data:`QAR_INSTRUCTION`, :data:`QAR_QUESTION`) are quoted from
-GPT4RoI (arXiv 2307.03601, Table 5, as recorded in PROTOCOLS.md) because they *define* the protocol. The
-builder (``builders.sources.vcr``) and the VCR evaluator share them from here.
+GPT4RoI (arXiv 2307.03601, Table 5, as recorded in docs/protocols.md#vcr-multiple-choice) because they
+*define* the protocol. The builder (``builders.sources.vcr``) and the VCR evaluator share them from here.
 """
 
 from __future__ import annotations

@@ -5,23 +5,24 @@ works as with any Hub dataset script. The suite's own ``gpt4roi build`` command 
 :meth:`RegionBuilder.iter_rows` straight into parquet shards (``builders.build``), so that it can count skips,
 write atomically and report progress — both paths run the same conversion code.
 
-Subclasses implement :meth:`available_splits` and :meth:`iter_rows`, wrap each record's conversion in
-``with self.skipping(split, where):`` so that a bad record is counted and skipped (or raised in strict mode),
-and call :meth:`make_row` to get a row in the schema.
+Subclasses implement :meth:`available_splits` and :meth:`iter_rows`, convert each record with
+``value = self.attempt(split, where, convert, record)`` (``None`` when the record was skipped) or wrap a block
+that only records things in ``with self.skipping(split, where):``, so that a bad record is counted and
+skipped (or raised in strict mode), and call :meth:`make_row` to get a row in the schema.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import datasets
 
 from builders.schema import FEATURES, validate
-from builders.storage.report import BuildReport
+from builders.storage.report import BuildReport, Built, Params
 
 
 class RegionBuilderConfig(datasets.BuilderConfig):
@@ -75,6 +76,11 @@ class RegionBuilder(datasets.GeneratorBasedBuilder):
     def skipping(self, split: str, where: str) -> contextlib.AbstractContextManager[None]:
         """``with self.skipping(split, where):`` counts a :class:`SkipRecord` raised inside as a skip."""
         return self.report.skipping(split, where)
+
+    def attempt(self, split: str, where: str, build: Callable[Params, Built], /, *args: Params.args,
+                **kwargs: Params.kwargs) -> Built | None:
+        """``build(*args, **kwargs)``, or ``None`` after counting its :class:`SkipRecord` as a skip of ``where``."""
+        return self.report.attempt(split, where, build, *args, **kwargs)
 
     def make_row(self, *, key: str, split: str, task: str, image: str, image_id: str, width: int, height: int,
                  regions: list[dict[str, Any]], conversations: list[dict[str, str]], variant: str = "",

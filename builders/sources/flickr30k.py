@@ -1,4 +1,4 @@
-"""Flickr30K Entities -> ``multi_region_caption`` rows (FORMATS.md §3).
+"""Flickr30K Entities -> ``multi_region_caption`` rows (docs/formats.md#flickr30k-entities).
 
 One row per (image, caption). Turn 1 asks for a sentence covering every phrase region of the caption and is
 answered with the de-bracketed caption; each following turn asks which part of that description matches one
@@ -109,27 +109,28 @@ class Flickr30kBuilder(RegionBuilder):
         self.report.add_input(split_path)
         unrelated = self._unrelated_captions(split)
         for image_id in read_split_ids(split_path):
-            loaded = None
-            with self.skipping(split, f"image {image_id}"):
-                loaded = self._load_image(image_id)
+            loaded = self.attempt(split, f"image {image_id}", self._load_image, image_id)
             if loaded is None:
                 continue
             lines, entities, image_path = loaded
             chain_boxes = self._checked_chain_boxes(split, image_id, entities)
             for index, line in enumerate(lines):
-                where = f"Sentences/{image_id}.txt caption {index}"
-                row = None
-                with self.skipping(split, where):
-                    if (image_id, index) in unrelated:
-                        raise SkipRecord("unrelated_caption", "listed in UNRELATED_CAPTIONS")
-                    caption = parse_caption(line)
-                    groups, phrases = self._entity_groups(caption, chain_boxes)
-                    row = self._row(split, f"{image_id}:{index}", image_path, entities.width, entities.height,
-                                    caption.sentence, groups,
-                                    {"layout": "entities", "flickr_id": int(image_id), "sentence_id": index,
-                                     "phrases": phrases})
+                row = self.attempt(split, f"Sentences/{image_id}.txt caption {index}", self._entities_row, split,
+                                   image_id, index, line, unrelated, entities, image_path, chain_boxes)
                 if row is not None:
                     yield row
+
+    def _entities_row(self, split: str, image_id: str, index: int, line: str, unrelated: set[tuple[str, int]],
+                      entities: EntityBoxes, image_path: str,
+                      chain_boxes: dict[str, list[list[float]]]) -> dict[str, Any]:
+        """The row of caption ``index`` of an image (its line in ``Sentences/<image_id>.txt``)."""
+        if (image_id, index) in unrelated:
+            raise SkipRecord("unrelated_caption", "listed in UNRELATED_CAPTIONS")
+        caption = parse_caption(line)
+        groups, phrases = self._entity_groups(caption, chain_boxes)
+        return self._row(split, f"{image_id}:{index}", image_path, entities.width, entities.height,
+                         caption.sentence, groups,
+                         {"layout": "entities", "flickr_id": int(image_id), "sentence_id": index, "phrases": phrases})
 
     def _load_image(self, image_id: str) -> tuple[list[str], EntityBoxes, str]:
         if self._files is None:
@@ -178,24 +179,27 @@ class Flickr30kBuilder(RegionBuilder):
         seen: set[str] = set()
         for entry in index.images():
             where = f"{path.name} image id={entry['id']}"
-            row = None
-            with self.skipping(split, where):
-                require_keys(entry, ("caption", "original_img_id", "sentence_id"), "image")
-                flickr_id, sentence_id = str(entry["original_img_id"]), int(entry["sentence_id"])
-                key = f"{flickr_id}:{sentence_id}"
-                if key in seen:
-                    raise SkipRecord("duplicate_id", f"caption {sentence_id} of image {flickr_id} appears twice")
-                seen.add(key)
-                if (flickr_id, sentence_id) in unrelated:
-                    raise SkipRecord("unrelated_caption", "listed in UNRELATED_CAPTIONS")
-                width, height = int(entry["width"]), int(entry["height"])
-                groups, phrases = self._mdetr_groups(split, where, entry, index, width, height)
-                image_path = relative_image_path(self.raw_root, f"{self.options['image_dir']}/{flickr_id}.jpg")
-                row = self._row(split, key, image_path, width, height, entry["caption"].strip(), groups,
-                                {"layout": "mdetr", "flickr_id": int(flickr_id), "sentence_id": sentence_id,
-                                 "phrases": phrases})
+            row = self.attempt(split, where, self._mdetr_row, split, where, entry, index, unrelated, seen)
             if row is not None:
                 yield row
+
+    def _mdetr_row(self, split: str, where: str, entry: dict[str, Any], index: CocoIndex,
+                   unrelated: set[tuple[str, int]], seen: set[str]) -> dict[str, Any]:
+        """The row of one MDETR image entry, which is one caption of a Flickr30K image."""
+        require_keys(entry, ("caption", "original_img_id", "sentence_id"), "image")
+        flickr_id, sentence_id = str(entry["original_img_id"]), int(entry["sentence_id"])
+        key = f"{flickr_id}:{sentence_id}"
+        if key in seen:
+            raise SkipRecord("duplicate_id", f"caption {sentence_id} of image {flickr_id} appears twice")
+        seen.add(key)
+        if (flickr_id, sentence_id) in unrelated:
+            raise SkipRecord("unrelated_caption", "listed in UNRELATED_CAPTIONS")
+        width, height = int(entry["width"]), int(entry["height"])
+        groups, phrases = self._mdetr_groups(split, where, entry, index, width, height)
+        image_path = relative_image_path(self.raw_root, f"{self.options['image_dir']}/{flickr_id}.jpg")
+        return self._row(split, key, image_path, width, height, entry["caption"].strip(), groups,
+                         {"layout": "mdetr", "flickr_id": int(flickr_id), "sentence_id": sentence_id,
+                          "phrases": phrases})
 
     def _mdetr_groups(self, split: str, where: str, entry: dict[str, Any], index: CocoIndex, width: int,
                       height: int) -> tuple[list[Group], list[dict[str, Any]]]:

@@ -1,11 +1,12 @@
 """LLaVA-Instruct-150K conversations -> ``image_conversation`` rows, optionally with detected regions.
 
-The release files (FORMATS.md §6) are JSON arrays of ``{id, image, conversations}``; turns alternate
-``human`` / ``gpt`` and the first human turn carries ``<image>`` before *or after* the question. Rows put it
-in front (:func:`builders.placeholders.with_image_prefix`), as the schema requires. The files are streamed
-(``llava_instruct_150k.json`` is 229 MB). ``files: auto`` reads ``llava_instruct_150k.json`` when present
-and otherwise whichever of its three parts exist (``conversation_58k``, ``detail_23k``,
-``complex_reasoning_77k``); ``llava_instruct_80k`` (a subset of the 150k file) only when named.
+The release files (docs/formats.md#llava-release-files) are JSON arrays of ``{id, image, conversations}``;
+turns alternate ``human`` / ``gpt`` and the first human turn carries ``<image>`` before *or after* the
+question. Rows put it in front (:func:`builders.placeholders.with_image_prefix`), as the schema requires.
+The files are streamed (``llava_instruct_150k.json`` is 229 MB). ``files: auto`` reads
+``llava_instruct_150k.json`` when present and otherwise whichever of its three parts exist
+(``conversation_58k``, ``detail_23k``, ``complex_reasoning_77k``); ``llava_instruct_80k`` (a subset of
+the 150k file) only when named.
 
 With a detection pickle (GPT4RoI's ``llava_150k_bbox_pred_results.pkl``: a list of ``{filename,
 pred_bboxes [N, 5] normalised xyxy + score, labels [N]}``), the detections of the row's image that pass
@@ -170,15 +171,19 @@ class LlavaBuilder(RegionBuilder):
             self.report.add_input(path)
             seen: Counter[str] = Counter()
             for index, record in enumerate(iter_json_array(path)):
-                row = None
-                with self.skipping(split, f"{path.name} record {index}"):
-                    require_keys(record, ("id", "image", "conversations"), "the record")
-                    record_id = str(record["id"])
-                    key = f"{path.stem}:{record_id}" + (f":{seen[record_id]}" if seen[record_id] else "")
-                    seen[record_id] += 1
-                    row = self._row(record, key, index, path.stem, split, detections)
+                row = self.attempt(split, f"{path.name} record {index}", self._record_row, record, index,
+                                   path.stem, split, detections, seen)
                 if row is not None:
                     yield row
+
+    def _record_row(self, record: Any, index: int, stem: str, split: str, detections: dict[str, Any],
+                    seen: Counter[str]) -> dict[str, Any]:
+        """The row of one record, keyed ``<file stem>:<record id>``; a repeated id gets ``:1``, ``:2``, ..."""
+        require_keys(record, ("id", "image", "conversations"), "the record")
+        record_id = str(record["id"])
+        key = f"{stem}:{record_id}" + (f":{seen[record_id]}" if seen[record_id] else "")
+        seen[record_id] += 1
+        return self._row(record, key, index, stem, split, detections)
 
     def _row(self, record: dict[str, Any], key: str, index: int, stem: str, split: str,
              detections: dict[str, Any]) -> dict[str, Any]:

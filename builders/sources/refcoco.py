@@ -1,6 +1,6 @@
 """RefCOCO / RefCOCO+ / RefCOCOg -> referring-expression region captions.
 
-Two layouts of the same annotations (FORMATS.md §1):
+Two layouts of the same annotations (docs/formats.md#refcoco-family):
 
 * ``refer``: the original release, ``<root>/<dataset>/refs(<split_by>).p`` (a Python-2 pickle of ref dicts,
   loaded with the restricted unpickler) plus ``<root>/<dataset>/instances.json`` (COCO format; a ref has no
@@ -130,9 +130,7 @@ class _RefExpBuilder(RegionBuilder):
 
         for ref in wanted:
             where = f"{self.refs_path.name} ref_id={ref['ref_id']}"
-            prepared = None
-            with self.skipping(split, where):
-                prepared = self._refer_target(ref, index, split, where)
+            prepared = self.attempt(split, where, self._refer_target, ref, index, split, where)
             if prepared is None:
                 continue
             ann, image, target, image_path, sentences = prepared
@@ -201,10 +199,8 @@ class _RefExpBuilder(RegionBuilder):
 
         for ann_id, members in groups.items():
             entry, ann = members[0]
-            prepared = None
-            with self.skipping(split, f"{path.name} original ann_id={ann_id}"):
-                prepared = (self._region(ann, ann_id, entry, index),
-                            index.image_path(entry, self.options["image_dir"], self.raw_root))
+            prepared = self.attempt(split, f"{path.name} original ann_id={ann_id}", self._mdetr_target,
+                                    ann, ann_id, entry, index)
             if prepared is None:
                 continue
             target, image_path = prepared
@@ -213,6 +209,12 @@ class _RefExpBuilder(RegionBuilder):
                     "category_id": ann.get("category_id"), "mdetr_image_ids": [e["id"] for e, _ in members]}
             yield from self._rows(split, f"ann{ann_id}", self.MDETR_VARIANT, entry, image_path, target,
                                   sentences, meta, "sentence_index")
+
+    def _mdetr_target(self, ann: dict[str, Any], ann_id: Any, entry: dict[str, Any],
+                      index: CocoIndex) -> tuple[dict[str, Any], str]:
+        """The region of an MDETR sentence group and its image's path; :class:`SkipRecord` if unusable."""
+        return (self._region(ann, ann_id, entry, index),
+                index.image_path(entry, self.options["image_dir"], self.raw_root))
 
     # ----- shared ------------------------------------------------------------------------------------------
     def _region(self, ann: dict[str, Any], ann_id: Any, image: dict[str, Any], index: CocoIndex) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Every jsonl line is one question about one movie frame; the frame's metadata json holds one detector box
 (xyxy pixels + score) and polygon per entry of the record's ``objects``; references in the token lists are
-0-based indices into ``objects`` (FORMATS.md §4). One record gives up to five rows, one per *variant*:
+0-based indices into ``objects`` (docs/formats.md#vcr). One record gives up to five rows, one per *variant*:
 
 ``all`` (``region_reasoning``)
     Every object of the frame is a region (``<regionK>`` = object K-1). The first human turn lists all of
@@ -20,7 +20,7 @@ Every jsonl line is one question about one movie frame; the frame's metadata jso
     not found by a digit regex in ``*_orig`` (which also matches numbers such as "2 people"), and an answer
     without any reference is allowed.
 ``qa`` / ``qar`` (``vcr_qa`` / ``vcr_qar``)
-    GPT4RoI's multiple-choice prompt (PROTOCOLS.md, "VCR multiple choice"), built by
+    GPT4RoI's multiple-choice prompt (docs/protocols.md#vcr-multiple-choice), built by
     :mod:`builders.readers.vcr_text`: every object is a region, references are 1-based numbers naming them, the four
     options are ``choices``, ``label`` is the right one, the assistant turn is its letter, e.g. ``(C)``. The
     paper's ``### Question:`` / ``### Answer:`` markers are the conversation template's role headers and are
@@ -118,10 +118,7 @@ class VcrBuilder(RegionBuilder):
         self.report.add_input(path)
         for line, record in iter_jsonl(path):
             where = f"{path.name} line {line}"
-            rows: list[dict[str, Any]] = []
-            with self.skipping(split, where):
-                rows = self._rows(record, split, where)
-            yield from rows
+            yield from self.attempt(split, where, self._rows, record, split, where) or []
 
     # ----- one record -------------------------------------------------------------------------------
     def _rows(self, record: Any, split: str, where: str) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Visual Genome -> ``region_caption`` rows (FORMATS.md §2).
+"""Visual Genome -> ``region_caption`` rows (docs/formats.md#visual-genome).
 
 Two layouts:
 
@@ -189,9 +189,7 @@ class VisualGenomeBuilder(RegionBuilder):
             if (image_id in held_out) != want_held_out:
                 continue
             where = f"{self.regions_path.name} image id={image_id}"
-            image = None
-            with self.skipping(split, where):
-                image = self._release_image(info, record, image_id, seen)
+            image = self.attempt(split, where, self._release_image, info, record, image_id, seen)
             if image is None:
                 continue
             raw = []
@@ -269,10 +267,8 @@ class VisualGenomeBuilder(RegionBuilder):
         for image_id in sorted(images, key=lambda value: (isinstance(value, str), value)):
             info = images.pop(image_id)
             where = f"{path.name} image id={image_id}"
-            image_path = None
-            with self.skipping(split, where):
-                folder, _, name = f"{image_dir}/{info['file_name']}".strip("/").rpartition("/")
-                image_path = self._image_path(folder, name)
+            folder, _, name = f"{image_dir}/{info['file_name']}".strip("/").rpartition("/")
+            image_path = self.attempt(split, where, self._image_path, folder, name)
             if image_path is None:
                 continue
             width, height = _image_size(info)

@@ -1,4 +1,4 @@
-"""The build report: what was read, written and skipped, and why (DESIGN.md §5)."""
+"""The build report: what was read, written and skipped, and why (docs/design.md#errors-and-reports)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ import contextlib
 import hashlib
 import platform
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from builders.errors import SkipRecord, StrictModeError
 
 EXAMPLES_PER_REASON = 5
 BUILD_PACKAGES = ("gpt4roi-suite", "datasets", "pyarrow", "ijson", "orjson", "pycocotools")
+Params = ParamSpec("Params")
+Built = TypeVar("Built")
 
 
 def file_fingerprint(path: Path, chunk: int = 1 << 22) -> dict[str, Any]:
@@ -76,6 +78,15 @@ class BuildReport:
             yield
         except SkipRecord as error:
             self.skip(split, error, where)
+
+    def attempt(self, split: str, where: str, build: Callable[Params, Built], /, *args: Params.args,
+                **kwargs: Params.kwargs) -> Built | None:
+        """``build(*args, **kwargs)``, or ``None`` once the :class:`SkipRecord` it raised is counted as a skip
+        of ``where`` (or raised if strict): the caller moves on to its next record when it gets ``None``, so
+        ``build`` itself never returns ``None``."""
+        with self.skipping(split, where):
+            return build(*args, **kwargs)
+        return None
 
     def count_row(self, row: dict[str, Any]) -> None:
         self.written[row["split"]][row["task"]] += 1

@@ -5,20 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from builders.synthetic import synthesize
-
-
-def print_summary(summary: dict[str, dict[str, Any]], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    table.add_column("release")
-    table.add_column("contents")
-    table.add_column("seconds", justify="right")
-    for name, counts in summary.items():
-        contents = ", ".join(f"{key} {value:,}" for key, value in counts.items() if key != "seconds")
-        table.add_row(name, contents, f"{counts['seconds']:.1f}")
-    Console().print(table)
+from builders.synthetic.summary import summary_table
 
 
 def main(cfg: Any) -> None:
@@ -33,4 +20,6 @@ def main(cfg: Any) -> None:
                          progress=bar.update if bar else None)
     if bar:
         bar.close()
-    print_summary(summary, f"synthetic world (scale={cfg.scale}, seed={cfg.seed}) -> {cfg.out}")
+    from rich.console import Console
+
+    Console().print(summary_table(summary, f"synthetic world (scale={cfg.scale}, seed={cfg.seed}) -> {cfg.out}"))

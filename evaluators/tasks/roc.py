@@ -1,4 +1,6 @@
-"""Referring object classification: what is the object in a region? (PROTOCOLS.md)
+"""Referring object classification: what is the object in a region?
+
+Two protocols (docs/protocols.md#referring-object-classification):
 
 * ``roc_semantic`` (Osprey's protocol): an open answer to "What is the category of <region1>? Using only one
   word or phrase.", scored by semantic similarity and semantic IoU against the class name;

@@ -1,10 +1,10 @@
 """VCR multiple choice: Q->A (``vcr_qa``), QA->R (``vcr_qar``) and their combination Q->AR.
 
 Rows are the VCR builder's ``vcr_qa`` / ``vcr_qar`` rows, whose first human turn is GPT4RoI's prompt
-(PROTOCOLS.md, "VCR multiple choice"): an instruction line, the question block, and one ``(A),<text>`` line
-per option. The task reads the question (and, for QA->R, the right answer) back from that turn and renders
-the prompt of its own config, so the protocol is named in ``conf/eval/task/*.yaml``; with the default
-config the rendered prompt is the stored one, byte for byte (tested).
+(docs/protocols.md#vcr-multiple-choice): an instruction line, the question block, and one ``(A),<text>``
+line per option. The task reads the question (and, for QA->R, the right answer) back from that turn and
+renders the prompt of its own config, so the protocol is named in ``conf/eval/task/*.yaml``; with the
+default config the rendered prompt is the stored one, byte for byte (tested).
 
 Two modes:
 

@@ -1,7 +1,7 @@
 """Which model answers in the chat: ``model=`` names the geometry model, a model config or a saved model.
 
 * ``geometry``: :class:`~gpt4roi.chat.models.BoxGeometryModel` (no weights; describes the boxes);
-* a config name in ``conf/model/`` (``tiny``, ``gpt4roi_7b``, ...): built by
+* a config name in ``conf/architecture/`` (``tiny``, ``gpt4roi_7b``, ...): built by
   :func:`gpt4roi.modeling.factory.build_model` (``tiny`` is randomly initialised unless its ``pretrained``
   is set);
 * a folder: one written by ``save_pretrained`` (``config.json``), a training run folder (its ``hf/`` export),
@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..configs import config_dir
 from .models import BoxGeometryModel, ChatModel, GenerateAdapter
 
 GEOMETRY = "geometry"
@@ -53,14 +54,12 @@ def load_chat_model(spec: str, *, device: str = "cpu", max_new_tokens: int = 128
 def _from_config(spec: str) -> tuple[Any, Any, str]:
     from omegaconf import OmegaConf
 
-    from ..cli import config_dir
-
-    configs = config_dir() / "model"
+    configs = config_dir() / "architecture"
     path = configs / f"{spec}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in configs.glob("*.yaml"))
         raise ValueError(f"model={spec!r} is neither {GEOMETRY!r}, a folder, nor a model config "
-                         f"(conf/model/ has: {', '.join(known) or 'none'})")
+                         f"(conf/architecture/ has: {', '.join(known) or 'none'})")
     from ..modeling.factory import build_model
 
     cfg = OmegaConf.load(path)

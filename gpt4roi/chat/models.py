@@ -1,8 +1,8 @@
 """What the chat needs from a model, and the models it ships with.
 
-The chat talks to a :class:`ChatModel`: ``stream(row)`` takes one schema row (DESIGN.md §3) whose last
-assistant turn is empty and yields the answer as text chunks. A model that only has the evaluators' batch
-method ``generate(rows) -> list[str]`` (DESIGN.md §6) is wrapped by :class:`GenerateAdapter`.
+The chat talks to a :class:`ChatModel`: ``stream(row)`` takes one schema row (docs/design.md#schema) whose
+last assistant turn is empty and yields the answer as text chunks. A model that only has the evaluators' batch
+method ``generate(rows) -> list[str]`` (docs/design.md#model-protocol) is wrapped by :class:`GenerateAdapter`.
 
 :class:`BoxGeometryModel` is a deterministic model that needs no weights: it answers from the row alone by
 describing the geometry of the regions the last question refers to. It lets the page, the terminal chat and

@@ -1,9 +1,9 @@
 """One conversation about boxes drawn on one image: the state behind the web page and the terminal chat.
 
 A :class:`Session` holds the image, the boxes (numbered 1, 2, ... in the order they were drawn) and the
-history of (question, answer) rounds. Each new question becomes one schema row (DESIGN.md §3): the image,
-its size, the boxes as regions (xyxy, absolute pixels), and the whole conversation with ``<image>`` opening
-the first human turn, ``<regionK>`` in human turns and plain assistant turns, ending with the empty
+history of (question, answer) rounds. Each new question becomes one schema row (docs/design.md#schema): the
+image, its size, the boxes as regions (xyxy, absolute pixels), and the whole conversation with ``<image>``
+opening the first human turn, ``<regionK>`` in human turns and plain assistant turns, ending with the empty
 assistant turn the model is asked to write. The model sees every earlier round, so follow-up questions work.
 
 Numbering rules (the page shows the same numbers):

@@ -1,7 +1,7 @@
 """The GPT4RoI model as a transformers model, registered with the Auto classes on import.
 
 Public API (used by training, evaluation and chat):
-- :func:`build_model` (``cfg`` from ``conf/model``) -> ``(model, processor)``;
+- :func:`build_model` (``cfg`` from ``conf/architecture``) -> ``(model, processor)``;
 - ``processor(rows)`` / ``processor(rows, generation=True)`` -> a model batch;
 - :func:`generate_for_rows`, :func:`loglikelihood` for the evaluators' protocol;
 - :func:`save_pretrained` / :func:`load_pretrained` for a model and its processor together.

@@ -97,11 +97,12 @@ class GPT4RoIConfig(PreTrainedConfig):
     @property
     def patch_grid(self) -> int:
         """Patches per side of the vision tower's input."""
-        return _as_int(self.vision_config.image_size) // _as_int(self.vision_config.patch_size)
+        return square_side(self.vision_config.image_size) // square_side(self.vision_config.patch_size)
 
 
-def _as_int(value: int | list[int] | tuple[int, int]) -> int:
-    """CLIP sizes may be given as ``(h, w)``; GPT4RoI uses square inputs only."""
+def square_side(value: int | list[int] | tuple[int, int]) -> int:
+    """The side of a square CLIP size: CLIP configs may give sizes as ``(h, w)``, and GPT4RoI (its patch
+    grid, its processor's resize) only takes square inputs, so a non-square size is an error here."""
     if isinstance(value, (list, tuple)):
         if len(set(value)) != 1:
             raise ValueError(f"GPT4RoI needs a square vision input, got {value}")

@@ -1,4 +1,4 @@
-"""``build_model(cfg)``: the one place that turns a ``conf/model/*.yaml`` config into (model, processor).
+"""``build_model(cfg)``: the one place that turns a ``conf/architecture/*.yaml`` config into (model, processor).
 
 Three ways, chosen by the config:
 - ``pretrained: <folder>``: a folder written by :func:`save_pretrained` (model and processor together);
@@ -18,14 +18,19 @@ from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, Llama
 
 from ..processing import GPT4RoIProcessor
 from ..tokenizer import add_multimodal_tokens, multimodal_token_ids, train_tiny_tokenizer
-from .configuration_gpt4roi import GPT4RoIConfig, _as_int
+from .configuration_gpt4roi import GPT4RoIConfig, square_side
 from .modeling_gpt4roi import GPT4RoIForCausalLM
 
-_UNSET = (None, "", "???")
+#: Values a model config leaves unset: absent, empty, or Hydra's mandatory ``???`` kept as a string.
+UNSET = (None, "", "???")
 
 
-def _plain(cfg: Any) -> dict[str, Any]:
-    """A plain dict from a dict or an OmegaConf config (mandatory ``???`` values kept as the string)."""
+def plain_config(cfg: Any) -> dict[str, Any]:
+    """A plain dict from a dict or an OmegaConf config (mandatory ``???`` values kept as the string).
+
+    Model factories read keys with ``.get`` and compare against :data:`UNSET`, which works the same on
+    either input once it is a plain dict.
+    """
     if isinstance(cfg, Mapping) and not hasattr(cfg, "_get_node"):
         return dict(cfg)
     from omegaconf import OmegaConf
@@ -33,8 +38,9 @@ def _plain(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
 
-def _dtype(name: str | None) -> torch.dtype:
-    if name in _UNSET:
+def torch_dtype(name: str | None) -> torch.dtype:
+    """The torch dtype a model config names (``float32`` when unset); a clear error for a wrong name."""
+    if name in UNSET:
         return torch.float32
     dtype = getattr(torch, str(name), None)
     if not isinstance(dtype, torch.dtype):
@@ -45,7 +51,7 @@ def _dtype(name: str | None) -> torch.dtype:
 def _local_folder(cfg: Mapping[str, Any], key: str, what: str) -> Path:
     """``cfg[key]`` as an existing folder holding ``config.json``, or an error saying what to provide."""
     value = cfg.get(key)
-    if value in _UNSET:
+    if value in UNSET:
         raise FileNotFoundError(f"model config {cfg.get('name', '')!r}: set {key}=<local folder of {what}>")
     folder = Path(str(value)).expanduser()
     if not (folder / "config.json").is_file():
@@ -69,8 +75,9 @@ def load_pretrained(folder: str | Path, dtype: torch.dtype = torch.float32, **pr
 
 
 def build_tiny(cfg: Mapping[str, Any]) -> tuple[GPT4RoIForCausalLM, GPT4RoIProcessor]:
-    """A randomly initialised model from the config's dimensions, seeded, with a tiny trained tokenizer."""
-    torch.manual_seed(int(cfg.get("seed", 0)))
+    """A randomly initialised model from the config's dimensions, seeded by ``init_seed``, with a tiny trained
+    tokenizer."""
+    torch.manual_seed(int(cfg.get("init_seed", 0)))
     tokenizer = train_tiny_tokenizer(vocab_size=int(cfg.get("tokenizer", {}).get("vocab_size", 1024)))
     text = dict(cfg.get("text", {}))
     text.update(
@@ -85,7 +92,7 @@ def build_tiny(cfg: Mapping[str, Any]) -> tuple[GPT4RoIForCausalLM, GPT4RoIProce
         **dict(cfg.get("region", {})),
         **multimodal_token_ids(tokenizer),
     )
-    model = GPT4RoIForCausalLM(config).to(_dtype(cfg.get("dtype")))
+    model = GPT4RoIForCausalLM(config).to(torch_dtype(cfg.get("dtype")))
     return model, _processor(tokenizer, config, cfg)
 
 
@@ -93,7 +100,7 @@ def build_from_parts(cfg: Mapping[str, Any]) -> tuple[GPT4RoIForCausalLM, GPT4Ro
     """GPT4RoI on pretrained CLIP and LLM folders; projector and region module start from scratch."""
     vision_path = _local_folder(cfg, "vision_path", "a CLIP vision model (e.g. clip-vit-large-patch14)")
     llm_path = _local_folder(cfg, "llm_path", "a Llama-architecture LLM with its tokenizer (e.g. Vicuna-7B)")
-    dtype = _dtype(cfg.get("dtype"))
+    dtype = torch_dtype(cfg.get("dtype"))
     vision = CLIPVisionModel.from_pretrained(str(vision_path), dtype=dtype)
     llm = LlamaForCausalLM.from_pretrained(str(llm_path), dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(llm_path))
@@ -122,19 +129,19 @@ def build_from_parts(cfg: Mapping[str, Any]) -> tuple[GPT4RoIForCausalLM, GPT4Ro
 def _processor(tokenizer, config: GPT4RoIConfig, cfg: Mapping[str, Any]) -> GPT4RoIProcessor:
     return GPT4RoIProcessor(
         tokenizer,
-        image_size=_as_int(config.vision_config.image_size),
+        image_size=square_side(config.vision_config.image_size),
         num_image_tokens=config.num_image_tokens,
         max_length=int(cfg.get("max_length", 2048)),
-        image_root=cfg.get("image_root") if cfg.get("image_root") not in _UNSET else None,
+        image_root=cfg.get("image_root") if cfg.get("image_root") not in UNSET else None,
     )
 
 
 def build_model(cfg: Any) -> tuple[GPT4RoIForCausalLM, GPT4RoIProcessor]:
-    """``(model, processor)`` from a ``conf/model`` config (a dict or an OmegaConf node); see module docstring."""
-    plain = _plain(cfg)
-    if plain.get("pretrained") not in _UNSET:
-        overrides = {"image_root": plain["image_root"]} if plain.get("image_root") not in _UNSET else {}
-        return load_pretrained(plain["pretrained"], _dtype(plain.get("dtype")), **overrides)
+    """``(model, processor)`` from a ``conf/architecture`` config (a dict or an OmegaConf node); see module docstring."""
+    plain = plain_config(cfg)
+    if plain.get("pretrained") not in UNSET:
+        overrides = {"image_root": plain["image_root"]} if plain.get("image_root") not in UNSET else {}
+        return load_pretrained(plain["pretrained"], torch_dtype(plain.get("dtype")), **overrides)
     if "vision_path" in plain or "llm_path" in plain:
         return build_from_parts(plain)
     return build_tiny(plain)

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..processing import IGNORE_INDEX, STOP_MARKER, GPT4RoIProcessor
+from ..conversation import STOP_MARKER
+from ..processing import IGNORE_INDEX, GPT4RoIProcessor
 from .modeling_gpt4roi import GPT4RoIForCausalLM
 
 

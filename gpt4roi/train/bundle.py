@@ -1,7 +1,7 @@
 """What the loop needs from a model family: the module, how rows become inputs, and its identity.
 
 The loop never imports the model package itself; ``cfg.model_factory`` names a function
-``(model_cfg) -> Bundle``. GPT4RoI's factory lives here; tests and baselines provide their own.
+``(architecture config, max_length) -> Bundle``. GPT4RoI's factory lives here; tests and baselines provide their own.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import nn
 
 from .data import Collate, Encode
 
-RUNTIME_KEYS = ("image_root", "max_length")
+RUNTIME_KEYS = ("max_length",)  # architecture keys that do not change the weights
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Bundle:
     export: Callable[[Path], None] | None = field(default=None)
 
 
-def load_factory(spec: str) -> Callable[[Any], Bundle]:
+def load_factory(spec: str) -> Callable[[Any, int], Bundle]:
     """The function named ``package.module:function``, with a clear error when it does not exist."""
     module_name, _, function_name = spec.partition(":")
     try:
@@ -47,7 +47,7 @@ def load_factory(spec: str) -> Callable[[Any], Bundle]:
 
 
 def gpt4roi_bundle(model_cfg: Any, max_length: int) -> Bundle:
-    """GPT4RoI from a ``conf/model`` config (:func:`gpt4roi.modeling.factory.build_model`)."""
+    """GPT4RoI from a ``conf/architecture`` config (:func:`gpt4roi.modeling.factory.build_model`)."""
     from omegaconf import OmegaConf
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 

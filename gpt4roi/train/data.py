@@ -115,7 +115,10 @@ def open_rows(spec: CorpusSpec) -> datasets.Dataset | datasets.IterableDataset:
 
 
 def letter_answer(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A multiple-choice row whose last assistant turn is the correct letter, ``(A)`` .. ``(D)`` (PROTOCOLS.md)."""
+    """A multiple-choice row whose last assistant turn is the correct letter, ``(A)`` .. ``(D)``.
+
+    The letter answer is the protocol's (docs/protocols.md#question-to-answer).
+    """
     row = dict(row)
     if row["task"] in MC_TASKS and row["choices"] and row["label"] >= 0:
         turns = [dict(turn) for turn in row["conversations"]]
@@ -236,13 +239,13 @@ def make_plan(num_rows: int | None, settings_epochs: int, max_steps: int, global
     """The step plan of a corpus of ``num_rows`` rows (``None``: unknown length, needs ``max_steps``)."""
     if num_rows is None:
         if max_steps < 1:
-            raise ValueError("a corpus of unknown length (streaming) needs train.max_steps")
+            raise ValueError("a corpus of unknown length (streaming) needs trainer.max_steps")
         steps_per_epoch = max_steps  # nominal: a stream starts its next epoch when it runs out
     else:
         steps_per_epoch = num_rows // global_batch
         if steps_per_epoch < 1:
             raise ValueError(f"the corpus has {num_rows} rows, fewer than one global batch "
-                             f"(train.global_batch_size={global_batch})")
+                             f"(trainer.global_batch_size={global_batch})")
     total = steps_per_epoch * settings_epochs if max_steps < 1 else max_steps
     return Plan(micro_rows=micro_rows, accum=accum, steps_per_epoch=steps_per_epoch, total_steps=total)
 

@@ -67,7 +67,7 @@ def wrap(model: torch.nn.Module, strategy: str, layer_classes: tuple[type, ...],
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     if not layer_classes:
-        raise ValueError("train.strategy=fsdp needs a model that names its decoder-layer classes")
+        raise ValueError("trainer.strategy=fsdp needs a model that names its decoder-layer classes")
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else \
         MixedPrecisionPolicy()
     for module in model.modules():

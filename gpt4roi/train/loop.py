@@ -103,7 +103,7 @@ class Trainer:
         self.total_steps, self.accum = total_steps, accum
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
-            raise ValueError(f"train.trainable={list(settings.trainable)} leaves no trainable parameter")
+            raise ValueError(f"trainer.trainable={list(settings.trainable)} leaves no trainable parameter")
         self.params = params
         self.optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, eps=settings.eps,
                                            weight_decay=settings.weight_decay)
@@ -134,7 +134,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss_value = dist_utils.all_reduce_sum(float(loss_sum), self.device) / max(targets, 1.0)
         if not math.isfinite(loss_value):
-            raise ValueError(f"step {step + 1}: the loss is {loss_value} (lower train.optimizer.lr?)")
+            raise ValueError(f"step {step + 1}: the loss is {loss_value} (lower trainer.optimizer.lr?)")
         return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm, "targets": targets,
                 "tokens": dist_utils.all_reduce_sum(tokens, self.device)}
 

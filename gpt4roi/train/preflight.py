@@ -55,7 +55,7 @@ def preflight(rows: datasets.Dataset | datasets.IterableDataset, fingerprint: st
             try:
                 encode(row, Image.new("RGB", (row["width"], row["height"])))
             except ValueError as exc:  # the processor's RowInputError names the row and the limit
-                raise ValueError(f"pre-flight: {exc} (raise train.max_length or drop the row)") from exc
+                raise ValueError(f"pre-flight: {exc} (raise architecture.max_length or drop the row)") from exc
         count += 1
     if marker is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)

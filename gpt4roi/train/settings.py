@@ -18,7 +18,8 @@ GROUPS = ("region_module", "projector", "llm", "vision")
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Everything the loop needs from ``cfg.train`` (see ``conf/train/default.yaml`` for the meaning)."""
+    """Everything the loop needs from ``cfg.trainer`` (see ``conf/train/trainer/stage1.yaml`` for the meaning),
+    plus the run's ``seed`` and the architecture's ``max_length`` (tokens per sample)."""
 
     trainable: tuple[str, ...]
     lr: float
@@ -49,21 +50,21 @@ class TrainSettings:
         """Micro-batches per optimiser step on each rank, so that the global batch is the configured one."""
         per_step = self.per_device_batch_size * world_size
         if self.global_batch_size % per_step:
-            raise ValueError(f"train.global_batch_size={self.global_batch_size} is not a multiple of "
-                             f"train.per_device_batch_size ({self.per_device_batch_size}) x world size "
+            raise ValueError(f"trainer.global_batch_size={self.global_batch_size} is not a multiple of "
+                             f"trainer.per_device_batch_size ({self.per_device_batch_size}) x world size "
                              f"({world_size})")
         return self.global_batch_size // per_step
 
 
-def _require(ok: bool, key: str, value: Any, expected: str) -> None:
+def _require(ok: bool, key: str, value: Any, expected: str, section: str = "trainer") -> None:
     if not ok:
-        raise ValueError(f"train.{key}={value!r} is out of range (expected {expected})")
+        raise ValueError(f"{section}.{key}={value!r} is out of range (expected {expected})")
 
 
-def read_settings(train: Any, seed: int) -> TrainSettings:
-    """Check every value of ``cfg.train`` and return them as :class:`TrainSettings`."""
-    opt, sched = train.optimizer, train.schedule
-    trainable = tuple(train.trainable)
+def read_settings(trainer: Any, seed: int, max_length: int) -> TrainSettings:
+    """Check every value of ``cfg.trainer`` and ``max_length`` and return them as :class:`TrainSettings`."""
+    opt, sched = trainer.optimizer, trainer.schedule
+    trainable = tuple(trainer.trainable)
     unknown = [name for name in trainable if name not in GROUPS]
     _require(bool(trainable) and not unknown, "trainable", list(trainable), f"a non-empty subset of {GROUPS}")
     _require(float(opt.lr) > 0, "optimizer.lr", opt.lr, "> 0")
@@ -75,23 +76,24 @@ def read_settings(train: Any, seed: int) -> TrainSettings:
     _require(0 <= float(sched.warmup_ratio) < 1, "schedule.warmup_ratio", sched.warmup_ratio, "in [0, 1)")
     _require(int(sched.warmup_steps) >= 0, "schedule.warmup_steps", sched.warmup_steps, ">= 0")
     _require(0 <= float(sched.min_lr_ratio) <= 1, "schedule.min_lr_ratio", sched.min_lr_ratio, "in [0, 1]")
-    _require(int(train.epochs) >= 1, "epochs", train.epochs, ">= 1")
-    _require(int(train.max_steps) == -1 or int(train.max_steps) >= 1, "max_steps", train.max_steps, "-1 or >= 1")
-    for key in ("global_batch_size", "per_device_batch_size", "max_length", "log_every", "save_every", "keep_last"):
-        _require(int(train[key]) >= 1, key, train[key], ">= 1")
-    _require(int(train.eval_every) >= 0, "eval_every", train.eval_every, ">= 0 (0: only before and after)")
-    _require(int(train.num_workers) >= 0, "num_workers", train.num_workers, ">= 0")
-    _require(float(train.max_grad_norm) >= 0, "max_grad_norm", train.max_grad_norm, ">= 0 (0: no clipping)")
-    _require(train.precision in PRECISIONS, "precision", train.precision, f"one of {PRECISIONS}")
-    _require(train.strategy in STRATEGIES, "strategy", train.strategy, f"one of {STRATEGIES}")
+    _require(int(trainer.epochs) >= 1, "epochs", trainer.epochs, ">= 1")
+    _require(int(trainer.max_steps) == -1 or int(trainer.max_steps) >= 1, "max_steps", trainer.max_steps, "-1 or >= 1")
+    for key in ("global_batch_size", "per_device_batch_size", "log_every", "save_every", "keep_last"):
+        _require(int(trainer[key]) >= 1, key, trainer[key], ">= 1")
+    _require(int(max_length) >= 1, "max_length", max_length, ">= 1", section="architecture")
+    _require(int(trainer.eval_every) >= 0, "eval_every", trainer.eval_every, ">= 0 (0: only before and after)")
+    _require(int(trainer.num_workers) >= 0, "num_workers", trainer.num_workers, ">= 0")
+    _require(float(trainer.max_grad_norm) >= 0, "max_grad_norm", trainer.max_grad_norm, ">= 0 (0: no clipping)")
+    _require(trainer.precision in PRECISIONS, "precision", trainer.precision, f"one of {PRECISIONS}")
+    _require(trainer.strategy in STRATEGIES, "strategy", trainer.strategy, f"one of {STRATEGIES}")
     return TrainSettings(
         trainable=trainable, lr=float(opt.lr), weight_decay=float(opt.weight_decay), betas=betas,
         eps=float(opt.eps), schedule=sched.name, warmup_ratio=float(sched.warmup_ratio),
-        warmup_steps=int(sched.warmup_steps), min_lr_ratio=float(sched.min_lr_ratio), epochs=int(train.epochs),
-        max_steps=int(train.max_steps), global_batch_size=int(train.global_batch_size),
-        per_device_batch_size=int(train.per_device_batch_size), max_length=int(train.max_length),
-        precision=train.precision, gradient_checkpointing=bool(train.gradient_checkpointing),
-        max_grad_norm=float(train.max_grad_norm), strategy=train.strategy, num_workers=int(train.num_workers),
-        log_every=int(train.log_every), save_every=int(train.save_every), keep_last=int(train.keep_last),
-        eval_every=int(train.eval_every), seed=int(seed),
+        warmup_steps=int(sched.warmup_steps), min_lr_ratio=float(sched.min_lr_ratio), epochs=int(trainer.epochs),
+        max_steps=int(trainer.max_steps), global_batch_size=int(trainer.global_batch_size),
+        per_device_batch_size=int(trainer.per_device_batch_size), max_length=int(max_length),
+        precision=trainer.precision, gradient_checkpointing=bool(trainer.gradient_checkpointing),
+        max_grad_norm=float(trainer.max_grad_norm), strategy=trainer.strategy, num_workers=int(trainer.num_workers),
+        log_every=int(trainer.log_every), save_every=int(trainer.save_every), keep_last=int(trainer.keep_last),
+        eval_every=int(trainer.eval_every), seed=int(seed),
     )

@@ -2,7 +2,7 @@
 
 A coreference chain is a group of objects with the same colour and shape ("two red circles"); the backdrop is
 a ``scene`` chain without a box, and some captions carry a ``notvisual`` pronoun (chain 0), as the real
-files do. Boxes are written VOC style, 1-based and inclusive (FORMATS.md §3).
+files do. Boxes are written VOC style, 1-based and inclusive (docs/formats.md#flickr30k-annotation-xml).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ import orjson
 
 from builders.synthetic.files import link_or_copy, write_json
 
-# MDETR converted refs(unc) for RefCOCO and RefCOCO+, refs(umd) for RefCOCOg (FORMATS.md §1b).
+# MDETR converted refs(unc) for RefCOCO and RefCOCO+, refs(umd) for RefCOCOg
+# (docs/formats.md#refcoco-mdetr-files).
 MDETR_REFEXP = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}
 ENTITY = re.compile(r"\[/EN#(\d+)/(\S+) ([^\]]+)\]")
 
@@ -125,7 +126,10 @@ def _debracket(line: str) -> tuple[str, dict[str, list[list[int]]]]:
 
 
 def _mdetr_box(ann_id: int, image_id: int, voc: list[int], spans: list[list[int]]) -> dict[str, Any]:
-    """MDETR keeps the 1-based ``xmin``/``ymin`` and takes ``w = xmax - xmin`` (FORMATS.md §3)."""
+    """MDETR keeps the 1-based ``xmin``/``ymin`` and takes ``w = xmax - xmin``.
+
+    See docs/formats.md#flickr30k-mdetr-files.
+    """
     x, y, w, h = voc[0], voc[1], voc[2] - voc[0], voc[3] - voc[1]
     return {"area": w * h, "iscrowd": 0, "image_id": image_id, "category_id": 1, "id": ann_id,
             "bbox": [x, y, w, h], "tokens_positive": spans}

@@ -1,8 +1,9 @@
 """Visual Genome v1.2: the six annotation files, streamed one image record at a time, and the images.
 
-Entry *i* of every file describes image *i* of ``image_data.json`` (the real release's layout, FORMATS.md
-§2). The same :class:`VgWriter` writes the small releases (with pictures) and the full-size annotation-only
-release (``scale=vg_full``, see :mod:`builders.synthetic.vg_full`).
+Entry *i* of every file describes image *i* of ``image_data.json`` (the real release's layout,
+docs/formats.md#visual-genome-release-files). The same :class:`VgWriter` writes the small releases
+(with pictures) and the full-size annotation-only release (``scale=vg_full``, see
+:mod:`builders.synthetic.vg_full`).
 """
 
 from __future__ import annotations
