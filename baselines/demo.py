@@ -5,19 +5,27 @@ The demo is a list of steps (:data:`STEPS`), each a function of the shared :clas
 1. :func:`synthesise` the world: one raw release per source, in its original format;
 2. :func:`build_sources`: every registered source built from its release by the real builders;
 3. :func:`show_example`: one built row drawn with its numbered boxes, and its conversation;
-4. :func:`assemble_corpora`: the stage-1 and stage-2 corpora, decontaminated against their recipes'
-   evaluation splits (the held-out rows the models are scored on share no image with training rows);
-5. :func:`train_models`: every architecture of ``compare.models`` for ``stage1_steps`` then ``stage2_steps``
-   optimiser steps on the same corpus rows in the same order (same seed, batch and schedule): GPT4RoI with
-   ``tiny_stage1`` / ``tiny_stage2``, the image-level baselines with ``tiny_image_stage1`` /
-   ``tiny_image_stage2`` (stage 1 trains what each model puts between the image and the LLM: the region
-   module, or the projector; ``blind`` uses neither and only runs stage 2, as ``experiment=tiny_blind`` does);
+4. :func:`assemble_corpora`: the stage-1 and stage-2 corpora (``compare.recipes``; the demo's stage 2 keeps
+   stage 1's COCO category rows, so it covers the answer format classification asks for), decontaminated
+   against their recipes' evaluation splits (the held-out rows the models are scored on share no image with
+   training rows);
+5. :func:`train_models`: every architecture of ``compare.models``, each starting from the same pretrained toy
+   backbone (``compare.backbone``, written by ``gpt4roi pretrain`` on the world's training scenes: "the
+   Vicuna" and "the CLIP"), for ``stage1_steps`` then ``stage2_steps`` optimiser steps on the same corpus rows
+   in the same order (same seed, batch, optimiser and schedule), as the paper's recipe: stage 1 trains only what
+   each model puts between the frozen vision tower and the frozen LLM (GPT4RoI: the region module and the
+   projector, which would otherwise stay random; the image-level baselines: the projector; ``blind``
+   uses neither and only runs stage 2, as ``experiment=tiny_blind`` does), stage 2 everything but the vision
+   tower. ``compare.parallel`` models train at once, one process each;
 6. :func:`evaluate_models`: each trained model and each floor on ``compare.tasks``, the same items for all
    (``compare.limit`` per task), VCR by log-likelihood of the options (a tiny model never fine-tuned on the
-   letter format cannot be scored by the letter it writes);
-7. :func:`show_leaderboard`: ``gpt4roi leaderboard`` over the results (intervals, paired p-values, HTML).
+   letter format cannot be scored by the letter it writes); ``region_sensitivity`` (right region versus another
+   region of the same image) for the trained models only, since the floors have no likelihood of free text;
+7. :func:`show_leaderboard`: ``gpt4roi leaderboard focus=gpt4roi_tiny`` over the results (intervals; the
+   terminal shows GPT4RoI-tiny's paired tests, the HTML report every pair).
 
-Steps 4 to 7 are the comparison, skipped with ``compare.enabled=false``. They go through the configs and
+Steps 4 to 7 are the comparison, skipped with ``compare.enabled=false``; after it the demo ends with
+:func:`show_chat_command`, the ``gpt4roi chat`` command that talks to the GPT4RoI-tiny just trained. They go through the configs and
 entry points a user runs (``gpt4roi corpus / train / eval / leaderboard``, composed with
 :func:`gpt4roi.configs.compose`), so the demo shows what the commands do. A step that fails for one source
 or one model records the failure and lets the others run; the command then exits non-zero. How long the
@@ -26,7 +34,9 @@ demo runs is its preset: ``conf/demo/preset/{full,quick}.yaml``.
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import io
 import json
 import shutil
 import time
@@ -164,7 +174,8 @@ def assemble_corpora(run: DemoRun) -> None:
     for column in ("corpus", "rows written", "decontaminated", "seconds"):
         table.add_column(column, justify="left" if column == "corpus" else "right")
     for stage in STAGES:
-        cfg = compose("corpus", [f"recipe={stage}", f"raw_root={run.world}", f"out={run.corpus(stage)}",
+        cfg = compose("corpus", [f"recipe={run.cfg.compare.recipes[stage]}", f"raw_root={run.world}",
+                                 f"out={run.corpus(stage)}",
                                  f"seed={int(run.cfg.seed)}", "decontaminate=true", "plots=false", "progress=false"])
         report = assemble(parse_recipe(OmegaConf.to_container(cfg.recipe, resolve=True)), settings_from_cfg(cfg))
         counts = [c for splits in report["entries"].values() for c in splits.values()]
@@ -188,7 +199,8 @@ def train_config(run: DemoRun, model: str, stage: str) -> DictConfig:
                  "eval_corpus.path=null", f"out={run.run_folder(model, stage)}", f"trainer.max_steps={steps}",
                  f"seed={int(run.cfg.seed)}", f"cache_dir={run.work / 'cache'}", "progress=false",
                  f"trainer.num_workers={int(compare.num_workers)}",
-                 f"architecture.max_length={int(compare.max_length)}"]
+                 f"architecture.max_length={int(compare.max_length)}",
+                 f"architecture.backbone={compare.backbone or 'null'}"]
     if stage == "stage2":
         overrides.append("init_from=null" if is_blind(model) else f"init_from={run.run_folder(model, 'stage1')}")
     cfg = compose("train", overrides)
@@ -197,40 +209,72 @@ def train_config(run: DemoRun, model: str, stage: str) -> DictConfig:
     return cfg
 
 
-def train_models(run: DemoRun) -> None:
-    """Stage 1 then stage 2 of every model; a model that fails is reported and left out of the evaluation."""
+def train_one(run: DemoRun, model: str) -> tuple[list[str], int]:
+    """Stage 1 then stage 2 of one model: the first -> last loss of each stage and the steps taken."""
     from gpt4roi.train import main as train_main
 
     set_threads(run)
+    losses, steps = [], 0
+    for stage in STAGES:
+        folder = run.run_folder(model, stage)
+        if stage == "stage1" and is_blind(model):
+            losses.append("none (no projector in use)")
+            continue
+        shutil.rmtree(folder, ignore_errors=True)  # a rerun trains afresh, never resumes a stale run
+        train_main(train_config(run, model, stage))
+        summary = json.loads((folder / "summary.json").read_text())
+        losses.append(f"{summary['first_loss']:.2f} -> {summary['last_loss']:.2f}")
+        steps += int(summary["steps"])
+    return losses, steps
+
+
+def quiet_libraries() -> None:
+    """No per-split or per-shard progress bars from ``datasets`` and ``transformers`` (dozens of lines per model)."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _train_in_worker(cfg: DictConfig, work: Path, model: str) -> tuple[list[str], int, float]:
+    """:func:`train_one` in a worker process (its own console, quiet)."""
+    quiet_libraries()
+    started = time.perf_counter()
+    losses, steps = train_one(DemoRun(cfg=cfg, work=work, console=Console(quiet=True)), model)
+    return losses, steps, time.perf_counter() - started
+
+
+def train_models(run: DemoRun) -> None:
+    """Every model of ``compare.models``, ``compare.parallel`` at a time (one process each, one thread each);
+    a model that fails is reported and left out of the evaluation."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     table = Table(title="training (loss first -> last step of each stage)")
     for column in ("model", "stage 1 loss", "stage 2 loss", "steps", "seconds"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    for model in run.cfg.compare.models:
-        started, losses, steps = time.perf_counter(), [], 0
-        try:
-            for stage in STAGES:
-                folder = run.run_folder(model, stage)
-                if stage == "stage1" and is_blind(model):
-                    losses.append("none (no projector in use)")
-                    continue
-                shutil.rmtree(folder, ignore_errors=True)  # a rerun trains afresh, never resumes a stale run
-                train_main(train_config(run, model, stage))
-                summary = json.loads((folder / "summary.json").read_text())
-                losses.append(f"{summary['first_loss']:.2f} -> {summary['last_loss']:.2f}")
-                steps += int(summary["steps"])
-        except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
-            run.failures.append(f"train {model}: {type(exc).__name__}: {exc}")
-            table.add_row(model, f"[red]FAILED: {exc}[/red]", "-", "-", f"{time.perf_counter() - started:.0f}")
-            continue
-        run.trained[model] = run.run_folder(model, "stage2") / "hf"
-        table.add_row(model, *losses, str(steps), f"{time.perf_counter() - started:.0f}")
+    models = list(run.cfg.compare.models)
+    with ProcessPoolExecutor(max_workers=max(1, int(run.cfg.compare.parallel)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {model: pool.submit(_train_in_worker, run.cfg, run.work, model) for model in models}
+        for model in models:
+            try:
+                losses, steps, seconds = futures[model].result()
+            except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
+                run.failures.append(f"train {model}: {type(exc).__name__}: {exc}")
+                table.add_row(model, f"[red]FAILED: {exc}[/red]", "-", "-", "-")
+                continue
+            run.trained[model] = run.run_folder(model, "stage2") / "hf"
+            table.add_row(model, *losses, str(steps), f"{seconds:.0f}")
     run.console.print(table)
 
 
-def eval_config(run: DemoRun, model_overrides: list[str], image_root: dict[str, str] | None = None) -> DictConfig:
-    """The composed ``gpt4roi eval`` config: the demo's tasks, items and generation settings."""
+def eval_config(run: DemoRun, model_overrides: list[str], image_root: dict[str, str] | None = None,
+                tasks: list[str] | None = None) -> DictConfig:
+    """The composed ``gpt4roi eval`` config: the demo's tasks (or ``tasks``), items and generation settings."""
     compare = run.cfg.compare
-    overrides = [*model_overrides, f"tasks=[{','.join(compare.tasks)}]", f"data_root={run.work / 'built'}",
+    overrides = [*model_overrides, f"tasks=[{','.join(tasks or compare.tasks)}]", f"data_root={run.work / 'built'}",
                  f"output_dir={run.work / 'results'}", f"limit={int(compare.limit)}", "progress=false",
                  f"batch_size={int(compare.batch_size)}"]
     cfg = compose("eval", overrides)
@@ -251,7 +295,8 @@ def trained_model_overrides(run: DemoRun, model: str, folder: Path) -> list[str]
     gpt4roi = model in GPT4ROI_MODELS
     return ["model=gpt4roi" if gpt4roi else "model=image_level",
             f"model.name={'gpt4roi_' + model if gpt4roi else model}", f"model.pretrained={folder}",
-            f"model.batch_size={int(run.cfg.compare.batch_size)}"]
+            f"model.batch_size={int(run.cfg.compare.batch_size)}",
+            "model.prompt_format=plain"]  # trained on the suite's rows, which open with "<image>\n" alone
 
 
 def evaluate_models(run: DemoRun) -> None:
@@ -260,13 +305,20 @@ def evaluate_models(run: DemoRun) -> None:
 
     set_threads(run)
     shutil.rmtree(run.work / "results", ignore_errors=True)
-    jobs: list[tuple[str, list[str], dict[str, str] | None]] = [
-        (model, trained_model_overrides(run, model, folder), image_roots(run)) for model, folder in run.trained.items()
+    jobs: list[tuple[str, list[str], dict[str, str] | None, list[str] | None]] = [
+        (model, trained_model_overrides(run, model, folder), image_roots(run), None)
+        for model, folder in run.trained.items()
     ]
-    jobs += [(floor, [f"model={floor}"], None) for floor in run.cfg.compare.floors]
-    for name, overrides, roots in jobs:
+    # a floor has no likelihood of a free-text answer: it skips the tasks only models can answer
+    floor_tasks = [task for task in run.cfg.compare.tasks if task not in run.cfg.compare.model_only_tasks]
+    jobs += [(floor, [f"model={floor}"], None, floor_tasks) for floor in run.cfg.compare.floors]
+    for name, overrides, roots, tasks in jobs:
+        started = time.perf_counter()
         try:
-            eval_main(eval_config(run, overrides, roots))
+            with contextlib.redirect_stdout(io.StringIO()):  # its per-model table: the leaderboard says it all
+                eval_main(eval_config(run, overrides, roots, tasks))
+            run.console.print(f"evaluated {name} on {', '.join(tasks or run.cfg.compare.tasks)} "
+                              f"({time.perf_counter() - started:.0f} s)", highlight=False)
         except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
             run.failures.append(f"eval {name}: {type(exc).__name__}: {exc}")
             run.console.print(f"[red]eval {name} failed: {type(exc).__name__}: {exc}[/red]")
@@ -277,8 +329,22 @@ def show_leaderboard(run: DemoRun) -> None:
     from evaluators.leaderboard import main as leaderboard_main
 
     out = run.work / "leaderboard"
-    leaderboard_main(compose("leaderboard", [f"results={run.work / 'results'}", f"output_dir={out}"]))
-    run.console.print(f"HTML report: {out / 'leaderboard.html'}")
+    focus = run.cfg.compare.focus
+    leaderboard_main(compose("leaderboard", [f"results={run.work / 'results'}", f"output_dir={out}",
+                                             f"focus={focus or 'null'}"]))
+    run.console.print(f"HTML report (every paired test): {out / 'leaderboard.html'}")
+
+
+def show_chat_command(run: DemoRun) -> None:
+    """How to talk to the GPT4RoI model the demo trained."""
+    trained = [model for model in GPT4ROI_MODELS if model in run.trained]
+    if not trained:
+        run.console.print("[red]no trained GPT4RoI model to chat with[/red]")
+        return
+    folder = run.run_folder(trained[0], "stage2")
+    run.console.print("Talk to the GPT4RoI-tiny the demo trained (draw boxes on a synthetic picture, ask about "
+                      "<region1>):", highlight=False)
+    run.console.print(f"  gpt4roi chat model={folder}", highlight=False, soft_wrap=True)
 
 
 def comparison(step: Step) -> Step:
@@ -309,6 +375,7 @@ def main(cfg: DictConfig) -> int:
     console = Console(emoji=False)  # row ids such as vcr:train:... must not turn into emoji
     run = DemoRun(cfg=cfg, work=Path(cfg.work_dir).resolve(), console=console)
     run.work.mkdir(parents=True, exist_ok=True)
+    quiet_libraries()
     started = time.perf_counter()
     for number, (title, step) in enumerate(STEPS, start=1):
         console.rule(f"step {number}/{len(STEPS)}: {title}")
@@ -318,4 +385,6 @@ def main(cfg: DictConfig) -> int:
     console.rule(f"demo finished in {time.perf_counter() - started:.1f} s -> {run.work}")
     for failure in run.failures:
         console.print(f"[red]failed: {failure}[/red]", highlight=False)
+    if cfg.compare.enabled:
+        show_chat_command(run)
     return 1 if run.failures else 0

@@ -1,12 +1,21 @@
-"""The floors every model must beat: ``chance``, ``prior`` and ``text_similarity`` (no image, no region).
+"""The floors every model must beat, each named for what it knows.
+
+Text-only floors see what a blind model sees (the question, the options, the training answers), never the
+image, the region or its gold category:
 
 * :class:`Chance`: a uniformly random choice (seeded per request); an empty caption.
 * :class:`Prior`: the most frequent answer letter of the training split (per source and task); the most
   frequent training answer (caption, category name) for open questions.
-* :class:`TextSimilarity`: all-MiniLM-L6-v2 sentence embeddings; the choice most similar to the question; for
-  captioning, the training caption most similar to the region's category name (among the
-  ``max_train_captions`` most frequent ones). When the category name is hidden (it is the answer, in
-  referring object classification) it falls back to the prior's answer.
+* :class:`TextSimilarity`: all-MiniLM-L6-v2 sentence embeddings; the choice most similar to the question. An
+  open question (a caption, a class name) is the same text for every item, so its best text-only answer is
+  the prior's.
+
+One floor knows more than a blind model, and says so in its name:
+
+* :class:`CategoryOracle`: for captioning, the training caption most similar to the region's **gold category
+  name** (among the ``max_train_captions`` most frequent ones). It is an upper reference for a model that
+  recognises the object perfectly and knows nothing else; where the category is hidden (it is the answer, in
+  referring object classification) it answers as :class:`TextSimilarity`.
 
 Training answers are read from ``<train_root>/<source>`` (the built folder of the request row's source,
 ``train_split``) and indexed per (source, task). ``loglikelihood`` returns a score whose length-normalised
@@ -136,16 +145,12 @@ class TextSimilarity(Floor):
 
     uses_training = True
 
-    def __init__(self, train_root: str | None = None, train_split: str = "train", seed: int = 0,
-                 max_train_captions: int = 50_000):
+    def __init__(self, train_root: str | None = None, train_split: str = "train", seed: int = 0):
         super().__init__(train_root, train_split, seed)
-        self.max_train_captions = max_train_captions
-        self._caption_index: dict[tuple[str, str], tuple[list[str], np.ndarray]] = {}
         self._batch: dict[str, np.ndarray] = {}
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "max_train_captions": self.max_train_captions,
-                "encoder": "all-MiniLM-L6-v2"}
+        return {**super().settings(), "encoder": "all-MiniLM-L6-v2", "open_answer": "prior"}
 
     @staticmethod
     def query(request: Request) -> str:
@@ -177,8 +182,27 @@ class TextSimilarity(Floor):
         return [float(embed[self.query(r)] @ embed[r.continuation]) * max(len(r.continuation), 1) for r in requests]
 
     def open_answer(self, request: Request) -> str:
-        category = request.fields.get("category") or (request.row["regions"][0]["label"] if request.row["regions"]
-                                                      else "")
+        """The question of an open task is the same for every item: a text-only model can do no better than
+        the most frequent training answer."""
+        return self.prior_answer(request)
+
+
+class CategoryOracle(TextSimilarity):
+    """:class:`TextSimilarity` that also reads the region's gold category name (``request.fields["category"]``,
+    which captioning tasks fill when the category is not itself a reference): not a text-only floor."""
+
+    def __init__(self, train_root: str | None = None, train_split: str = "train", seed: int = 0,
+                 max_train_captions: int = 50_000):
+        super().__init__(train_root, train_split, seed)
+        self.max_train_captions = max_train_captions
+        self._caption_index: dict[tuple[str, str], tuple[list[str], np.ndarray]] = {}
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "max_train_captions": self.max_train_captions,
+                "open_answer": "training caption nearest the gold category"}
+
+    def open_answer(self, request: Request) -> str:
+        category = request.fields.get("category", "")
         if not category:
             return self.prior_answer(request)
         captions, embeddings = self._captions(request)

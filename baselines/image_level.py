@@ -154,16 +154,17 @@ def save_image_model(model: ImageLevelForCausalLM, processor: ImageLevelProcesso
     processor.save_pretrained(folder)
 
 
-def load_image_model(folder: str | Path, dtype: torch.dtype = torch.float32,
-                     image_root: str | None = None) -> tuple[ImageLevelForCausalLM, ImageLevelProcessor]:
-    """A baseline written by :func:`save_image_model` (a training run's ``hf/`` folder)."""
+def load_image_model(folder: str | Path, dtype: torch.dtype | str = torch.float32, image_root: str | None = None,
+                     device_map: str | dict | None = None) -> tuple[ImageLevelForCausalLM, ImageLevelProcessor]:
+    """A baseline written by :func:`save_image_model` (a training run's ``hf/`` folder); ``dtype`` / ``device_map``
+    as :func:`gpt4roi.modeling.load_pretrained` takes them."""
     folder = Path(folder).expanduser()
     settings = folder / PROCESSOR_FILE
     if not (folder / "config.json").is_file() or "renderer" not in json.loads(settings.read_text() if
                                                                               settings.is_file() else "{}"):
         raise FileNotFoundError(f"{folder} is not a saved image-level baseline (needs config.json and a "
                                 f"{PROCESSOR_FILE} with a renderer)")
-    model = ImageLevelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    model = ImageLevelForCausalLM.from_pretrained(str(folder), dtype=dtype, device_map=device_map)
     overrides = {"image_root": image_root} if image_root not in UNSET else {}
     return model, ImageLevelProcessor.from_pretrained(folder, **overrides)
 

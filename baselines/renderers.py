@@ -14,7 +14,8 @@ renderer           text for ``<regionK>``                      images
 ``image_words``    ``the object`` (one region) / ``object K``  the full image
 ``image_coords``   ``region{K} [x1, y1, x2, y2]`` at the first  the full image
                    mention, ``region{K}`` later; normalised
-                   floats (3 decimals) or integers in [0,1000)
+                   floats (3 decimals), integers in [0,1000)
+                   or integer pixels of the original image
 ``image_overlay``  ``the region in the red box`` (region K     the full image with box K outlined in colour K
                    in colour K: red, blue, green, ...)
 ``image_crop``     as ``image_words``                          the union of the regions, enlarged by ``margin``
@@ -45,7 +46,7 @@ OVERLAY_COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("red", (255, 0, 0)), ("blue", (0, 64, 255)), ("green", (0, 200, 0)), ("yellow", (255, 230, 0)),
     ("purple", (160, 0, 220)), ("orange", (255, 140, 0)), ("cyan", (0, 230, 230)), ("pink", (255, 105, 180)),
 )
-COORD_FORMATS = ("float", "int1000")
+COORD_FORMATS = ("float", "int1000", "pixels")
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Rendered:
 class RegionRenderer:
     """One way of showing regions to an image-level model (see the module table).
 
-    ``name`` picks the renderer; the other fields configure it: ``coords`` (``float`` or ``int1000``),
+    ``name`` picks the renderer; the other fields configure it: ``coords`` (``float``, ``int1000`` or ``pixels``),
     ``line_width`` of overlay boxes in pixels (``None``: 2% of the image's longer side, at least 2, so that the
     box survives resizing to a small vision tower), ``margin`` of crops as a fraction of the crop box's size on
     each side, ``word`` for a single region and ``numbered_word`` (with ``{k}``) for rows with several.
@@ -100,7 +101,10 @@ class RegionRenderer:
         return self.word if count <= 1 else self.numbered_word.format(k=k)
 
     def box_text(self, row: Mapping[str, Any], k: int) -> str:
-        """``[x1, y1, x2, y2]`` of region ``k`` normalised by the row's image size, in the configured format."""
+        """``[x1, y1, x2, y2]`` of region ``k`` in the configured format: normalised by the row's image size, or
+        rounded pixels of the original image (``pixels``, the convention of models that read absolute boxes)."""
+        if self.coords == "pixels":
+            return "[" + ", ".join(str(round(v)) for v in row["regions"][k - 1]["bbox"]) + "]"
         box = xyxy_to_normalized(row["regions"][k - 1]["bbox"], float(row["width"]), float(row["height"]))
         if self.coords == "int1000":
             values = [str(min(999, max(0, int(v * 1000)))) for v in box]

@@ -1,13 +1,16 @@
 """The measured side of a benchmark: ``python -m benchmarks._child <mode> <args>`` prints one JSON line.
 
 Modes (Visual Genome):
-``builder RAW OUT``  the suite's streaming builder (``builders.build.build_source``).
+``builder RAW OUT N``  the suite's streaming builder (``builders.build.build_source``) with ``num_proc=N``.
 ``naive RAW OUT``    whole-file ``json.load`` of ``image_data.json`` and ``region_descriptions.json``, then a
-                     plain loop making the same rows as the builder (same ids, regions, templates, seeds),
-                     validated and written with the same parquet writer: only the reading strategy differs.
+                     plain loop in one process making the same rows as the builder (same ids, regions,
+                     templates, seeds), checked as the builder checks them and written with the same parquet
+                     writer: only the reading strategy (and the parallelism) differs.
 ``floor FILE...``    ``orjson.loads`` of each whole file: the least any reader that parses JSON must pay.
 ``stream FILE``      ``ijson`` streaming of a file's top-level array, nothing else: the builder's parse cost.
-``profile RAW OUT``  the builder under cProfile: the functions with the most own time, as shares of the run.
+``profile RAW OUT``  the builder (one process) under cProfile: the functions with the most own time, as shares.
+
+The synthetic ``vg_full`` release has annotations only, so every build runs with ``check_images=false``.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+NO_IMAGES = {"check_images": False}
 
-def builder(raw_root: str, out: str) -> dict[str, Any]:
+
+def builder(raw_root: str, out: str, num_proc: str = "1") -> dict[str, Any]:
     from builders.build import build_source
 
-    report = build_source("vg", raw_root, out, progress=False)
+    report = build_source("vg", raw_root, out, progress=False, options=NO_IMAGES, num_proc=int(num_proc))
     return {"rows": sum(sum(t.values()) for t in report.written.values()), "regions": sum(report.regions.values()),
             "skipped": sum(sum(r.values()) for r in report.skipped.values())}
 
@@ -29,7 +34,6 @@ def builder(raw_root: str, out: str) -> dict[str, Any]:
 def naive(raw_root: str, out: str) -> dict[str, Any]:
     from builders.boxes import checked_box, xywh_to_xyxy
     from builders.readers.paths import relative_image_path
-    from builders.schema import validate
     from builders.seeding import row_rng
     from builders.sources.base import region
     from builders.sources.captions import balanced_chunks, caption_turns
@@ -38,17 +42,16 @@ def naive(raw_root: str, out: str) -> dict[str, Any]:
     from builders.storage.output import ShardedParquetWriter, atomic_directory
 
     root = Path(raw_root)
-    maker = VisualGenomeBuilder(raw_root=raw_root)  # only for make_row: the row layout is the schema's
+    maker = VisualGenomeBuilder(raw_root=raw_root, options=NO_IMAGES)  # make_row and the builder's row checks
     with open(root / "image_data.json") as handle:
         image_data = json.load(handle)
     with open(root / "region_descriptions.json") as handle:
         region_records = json.load(handle)
-    rows = regions_written = 0
-    with atomic_directory(out) as tmp:
-        writer = ShardedParquetWriter(tmp / "data", "train")
+
+    def rows() -> Any:
         for info, record in zip(image_data, region_records, strict=True):
             image_id, width, height = info["image_id"], info["width"], info["height"]
-            path = relative_image_path(root, "/".join(info["url"].rsplit("/", 2)[-2:]))
+            path = relative_image_path("/".join(info["url"].rsplit("/", 2)[-2:]))
             meta = {"layout": "release", "vg_image_id": image_id, "coco_id": info["coco_id"],
                     "flickr_id": info["flickr_id"]}
             regions = [region(checked_box(xywh_to_xyxy([r["x"], r["y"], r["width"], r["height"]]), width, height),
@@ -57,16 +60,20 @@ def naive(raw_root: str, out: str) -> dict[str, Any]:
             rng.shuffle(regions)
             for k, (start, stop) in enumerate(balanced_chunks(len(regions), 15)):
                 chunk = regions[start:stop]
-                row = maker.make_row(key=f"{image_id}:{k}", split="train", task="region_caption", variant="release",
+                yield maker.make_row(key=f"{image_id}:{k}", split="train", task="region_caption", variant="release",
                                      image=path, image_id=str(image_id), width=width, height=height, regions=chunk,
                                      conversations=caption_turns([r["label"] for r in chunk], REGION_CAPTION, rng),
                                      meta=meta)
-                validate(row)
-                writer.write(row)
-                rows += 1
-                regions_written += len(chunk)
+
+    written = regions_written = 0
+    with atomic_directory(out) as tmp:
+        writer = ShardedParquetWriter(tmp / "data", "train")
+        for row in maker.checked_rows("train", rows()):
+            writer.write(row)
+            written += 1
+            regions_written += len(row["regions"])
         writer.close()
-    return {"rows": rows, "regions": regions_written, "skipped": 0}
+    return {"rows": written, "regions": regions_written, "skipped": maker.report.total_skipped}
 
 
 def floor(*files: str) -> dict[str, Any]:

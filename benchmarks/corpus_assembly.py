@@ -14,7 +14,18 @@ cache:
 * ``validate``      — the defaults plus per-row schema validation (``validate=true``), rows re-encoded.
 * ``no dedup``      — the defaults without deduplication.
 
-Usage: ``python -m benchmarks corpus_assembly [-- --images N --tile K --seed S]``.
+Then **embedding images** (``embed_images=true``, what a user publishing a self-contained corpus runs) on a
+synthetic world of ``--embed-images`` images (20,000 by default): the ``vg_full`` release of that many images,
+each with an image file (the small synthetic world's pictures, copied round-robin: distinct files, realistic
+bytes), built with ``max_turns`` high enough for one row per image. Timed after one warm-up read:
+
+* ``cat floor``        — ``xargs cat`` of every row's image file, in row order, into one file on the output
+  disk: the least any embedding must pay to read and write the same bytes.
+* ``embed num_proc=1`` — ``gpt4roi corpus``'s assembly (dedup, statistics, card and plots) with embedded
+  images, reading the files in this process.
+* ``embed num_proc=2`` — the same with two reader threads (byte-identical output, checked).
+
+Usage: ``python -m benchmarks corpus_assembly [-- --images N --tile K --seed S --embed-images N]``.
 """
 
 from __future__ import annotations
@@ -22,7 +33,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import resource
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +56,7 @@ def vg_build(seed: int, images: int) -> Path:
     folder = WORK / NAME / f"vg_build_seed{seed}_{images}"
     if not (folder / "build_report.json").is_file():
         print(f"building vg from {raw_root} ...", flush=True)
-        build_source("vg", raw_root, folder, seed=seed, progress=False)
+        build_source("vg", raw_root, folder, seed=seed, progress=False, options={"check_images": False})
     return folder
 
 
@@ -114,12 +128,120 @@ def assemble_once(build: Path, out: Path, sample: int | None = None, **settings:
             "rows_digest": ids.hexdigest(), "bytes": parquet_bytes(out)}
 
 
+EMBED_OPTIONS = {"max_turns": 10_000}  # one row per image: the corpus embeds each image file once
+
+
+def embed_world(seed: int, images: int) -> Path:
+    """The vg_full release of ``images`` images, each with an image file (see the module docstring)."""
+    from builders.synthetic import synthesize
+
+    from .build_vg import ensure_release
+
+    raw_root, _ = ensure_release(seed, images)
+    stamp = raw_root / "images_written.json"
+    if stamp.is_file():
+        return raw_root
+    pictures_world = WORK / f"world_small_seed{seed}"
+    if not (pictures_world / "vg").is_dir():
+        synthesize(pictures_world, "small", seed, variants=False)
+    pictures = sorted((pictures_world / "vg").glob("VG_100K*/*.jpg"))
+    print(f"writing {images:,} image files from {len(pictures)} pictures ...", flush=True)
+    records = json.loads((raw_root / "image_data.json").read_text())
+    for index, record in enumerate(records):
+        target = raw_root.joinpath(*record["url"].rsplit("/", 2)[-2:])
+        target.parent.mkdir(exist_ok=True)
+        shutil.copyfile(pictures[index % len(pictures)], target)
+    stamp.write_text(json.dumps({"images": len(records), "pictures": len(pictures)}) + "\n")
+    return raw_root
+
+
+def cat_floor(files: list[Path], target: Path) -> dict[str, float]:
+    """``xargs cat`` of ``files`` into ``target``: wall and CPU seconds (of the child processes)."""
+    listing = b"\0".join(str(path).encode() for path in files)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    with open(target, "wb") as out:
+        subprocess.run(["xargs", "-0", "cat"], input=listing, stdout=out, check=True)
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "bytes": target.stat().st_size}
+
+
+def embed_once(raw_root: Path, out: Path, builds: Path, num_proc: int) -> dict[str, Any]:
+    from builders.corpus.assembler import assemble
+    from builders.corpus.recipe import parse_recipe
+    from builders.corpus.settings import Settings
+
+    recipe = parse_recipe({"name": "embed", "sources": {"vg": {"builder": "vg", "raw": raw_root.name,
+                                                               "options": EMBED_OPTIONS, "splits": ["train"]}}})
+    settings = Settings(raw_root=raw_root.parent, out=out, builds=builds, embed_images=True, progress=False,
+                        num_proc=num_proc)
+    shutil.rmtree(out, ignore_errors=True)
+    started, cpu = time.perf_counter(), time.process_time()
+    report = assemble(recipe, settings)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    assert all(build["reused"] for build in report["builds"]), "the build must be made before the timed runs"
+    return {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "rows": report["entries"]["vg"]["train"]["written"],
+            "fingerprint": report["fingerprint"], "bytes": parquet_bytes(out), "load_average": list(os.getloadavg())}
+
+
+def embed_benchmark(seed: int, images: int) -> dict[str, Any]:
+    """``cat`` floor against assembly with embedded images (module docstring); printed and returned."""
+    import pyarrow.parquet as pq
+
+    from builders.build import build_source
+    from builders.corpus.recipe import parse_recipe
+    from builders.corpus.settings import Settings
+
+    raw_root = embed_world(seed, images)
+    scratch = WORK / NAME / "embed"
+    builds = WORK / NAME / f"embed_builds_seed{seed}_{images}"
+    recipe = parse_recipe({"name": "embed", "sources": {"vg": {"builder": "vg", "raw": raw_root.name,
+                                                               "options": EMBED_OPTIONS, "splits": ["train"]}}})
+    (spec,) = recipe.builds()
+    folder = Settings(raw_root=raw_root.parent, out=scratch, builds=builds).builds_dir() / spec.key(seed)
+    if not (folder / "build_report.json").is_file():
+        print(f"building vg ({images:,} images, one row each) ...", flush=True)
+        build_source("vg", raw_root, folder, splits=["train"], seed=seed, options=EMBED_OPTIONS, progress=False)
+    paths = [raw_root / path for shard in sorted((folder / "data").glob("*.parquet"))
+             for path in pq.read_table(shard, columns=["image"]).column("image").combine_chunks().field("path").to_pylist()]
+    scratch.mkdir(parents=True, exist_ok=True)
+    cat_floor(paths, scratch / "warmup.bin")  # page cache warm for everyone
+    floor = min((cat_floor(paths, scratch / "cat.bin") for _ in range(3)), key=lambda result: result["seconds"])
+    results: dict[str, dict[str, Any]] = {"cat floor": {**floor, "files": len(paths)}}
+    for num_proc in (1, 2):
+        print(f"embed num_proc={num_proc} ...", flush=True)
+        results[f"embed num_proc={num_proc}"] = embed_once(raw_root, scratch / "corpus", builds, num_proc)
+    shutil.rmtree(scratch, ignore_errors=True)
+    for result in results.values():
+        result["times_floor_wall"] = round(result["seconds"] / floor["seconds"], 2)
+        result["mb_per_s"] = round(floor["bytes"] / 2 ** 20 / result["seconds"], 1)
+    same = results["embed num_proc=1"]["fingerprint"] == results["embed num_proc=2"]["fingerprint"]
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"embedding {len(paths):,} images ({floor['bytes'] / 2 ** 20:,.0f} MB) into a corpus")
+    for column in ("contender", "wall s", "CPU s", "image MB/s", "x cat floor (wall)"):
+        table.add_column(column)
+    for name, result in results.items():
+        table.add_row(name, f"{result['seconds']:.2f}", f"{result['cpu_seconds']:.2f}", f"{result['mb_per_s']}",
+                      f"{result['times_floor_wall']}")
+    Console().print(table)
+    return {"images": len(paths), "image_bytes": floor["bytes"], "results": results,
+            "same_corpus_for_num_proc_1_and_2": same,
+            "target": {"times_floor": 2.0, "met": results["embed num_proc=2"]["times_floor_wall"] <= 2.0}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks corpus_assembly")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=int, default=3000, help="images of the vg_full release (108077 = real)")
     parser.add_argument("--tile", type=int, default=10, help="copies of the build, with distinct image ids")
+    parser.add_argument("--embed-images", type=int, default=20_000, help="images of the embedding world (0: skip)")
     args = parser.parse_args(argv or [])
+    embedding = embed_benchmark(args.seed, args.embed_images) if args.embed_images else None
 
     build = tiled_build(vg_build(args.seed, args.images), args.tile)
     report = json.loads((build / "build_report.json").read_text())
@@ -154,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": NAME, "machine": machine(), "input": {
             "release_images": args.images, "tile": args.tile, "rows": rows, "parquet_bytes": size,
             "regions": sum(report.get("regions_written", {}).values()) * args.tile},
-        "results": results, "same_corpus_for_every_setting": same,
+        "results": results, "same_corpus_for_every_setting": same, "embed_images": embedding,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     print(f"results -> {path}")
     return 0

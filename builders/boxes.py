@@ -8,6 +8,7 @@ functions here, and then checked and clipped by :func:`checked_box`.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 from builders.errors import SkipRecord
@@ -66,8 +67,9 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
 def checked_box(box: Sequence[float], width: float, height: float, *, min_size: float = 1.0) -> Box:
     """Validate an xyxy box against its image and clip it to the image.
 
-    Raises :class:`SkipRecord` (reason ``bad_box_*``) for a non-finite coordinate, an inverted or degenerate
-    box, or a box that lies entirely outside the image. A box that only overhangs the border is clipped.
+    Raises :class:`SkipRecord` (reason ``bad_box_*``) for a non-finite coordinate, an inverted box, a box that
+    lies entirely outside the image, or one under ``min_size`` px wide or high *after* clipping (a box that
+    overhangs the border by all but a sliver is no region). A box that only overhangs the border is clipped.
     """
     x1, y1, x2, y2 = _four_numbers(box)
     if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
@@ -78,14 +80,21 @@ def checked_box(box: Sequence[float], width: float, height: float, *, min_size: 
     cx2, cy2 = min(float(width), x2), min(float(height), y2)
     if cx2 - cx1 <= 0 or cy2 - cy1 <= 0:
         raise SkipRecord("bad_box_outside_image", f"box {list(box)} lies outside the {width}x{height} image")
+    if cx2 - cx1 < min_size or cy2 - cy1 < min_size:
+        raise SkipRecord("bad_box_degenerate", f"box {list(box)} is under {min_size} px wide or high once "
+                                               f"clipped to the {width}x{height} image")
     return [cx1, cy1, cx2, cy2]
 
 
 def _four_numbers(box: Sequence[float]) -> tuple[float, float, float, float]:
+    """The first four entries of ``box`` as floats; numbers only (``"12"`` and ``true`` are not coordinates)."""
     if not isinstance(box, (list, tuple)) or len(box) < 4:
         raise SkipRecord("bad_box_format", f"expected 4 numbers, got {box!r}")
+    values = box[:4]
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+        raise SkipRecord("bad_box_format", f"expected 4 numbers, got {box!r}")
     try:
-        x1, y1, x2, y2 = (float(v) for v in box[:4])
-    except (TypeError, ValueError) as exc:
-        raise SkipRecord("bad_box_format", f"expected 4 numbers, got {box!r}") from exc
+        x1, y1, x2, y2 = (float(v) for v in values)
+    except OverflowError as exc:  # an integer beyond float range
+        raise SkipRecord("bad_box_nonfinite", f"box {box!r} has a coordinate beyond float range") from exc
     return x1, y1, x2, y2

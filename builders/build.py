@@ -13,6 +13,7 @@ from builders.sources import builder_class
 from builders.sources.base import RegionBuilder
 from builders.storage.output import DEFAULT_MAX_SHARD_BYTES, ShardedParquetWriter, atomic_directory
 from builders.storage.report import BuildReport
+from builders.workers import BuilderSpec, Workers, default_num_proc, write_split
 
 
 def make_builder(source: str, raw_root: str | Path, *, seed: int = 0, strict: bool = False,
@@ -25,12 +26,18 @@ def make_builder(source: str, raw_root: str | Path, *, seed: int = 0, strict: bo
 
 def build_source(source: str, raw_root: str | Path, out: str | Path, *, splits: list[str] | None = None,
                  seed: int = 0, strict: bool = False, options: dict[str, Any] | None = None,
-                 max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, progress: bool = True) -> BuildReport:
+                 max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, progress: bool = True,
+                 num_proc: int | None = None) -> BuildReport:
     """Build ``source`` from ``raw_root`` into ``out`` (``data/<split>-*.parquet`` + ``build_report.json``).
 
     The folder appears only when the whole build succeeded (see :func:`builders.storage.output.atomic_directory`).
+    ``num_proc`` worker processes (default: the machine's cores) check and encode the rows, and convert the
+    records of builders that cut their work into units (:mod:`builders.workers`); the output is byte-identical
+    whatever ``num_proc``.
     """
     builder = make_builder(source, raw_root, seed=seed, strict=strict, options=options)
+    # workers get the resolved options: a default patched in this process (tests do) would not reach them
+    spec = BuilderSpec(source, str(raw_root), seed, strict, dict(builder.options))
     available = builder.available_splits()
     if not available:
         raise FileNotFoundError(f"{source}: no split's raw files were found under {raw_root}")
@@ -40,12 +47,12 @@ def build_source(source: str, raw_root: str | Path, out: str | Path, *, splits: 
         raise ValueError(f"{source}: split(s) {unknown} not available under {raw_root}; available: {available}")
 
     started = time.perf_counter()
-    with atomic_directory(out) as tmp:
+    workers = Workers(spec, default_num_proc() if num_proc is None else int(num_proc))
+    with atomic_directory(out) as tmp, workers:
         for split in wanted:
             writer = ShardedParquetWriter(tmp / "data", split, max_shard_bytes=max_shard_bytes)
-            rows = builder.validated_rows(split)
-            bar = tqdm(rows, desc=f"{source}/{split}", unit=" rows", disable=not progress, dynamic_ncols=True)
-            writer.write_all(bar)
+            bar = tqdm(desc=f"{source}/{split}", unit=" rows", disable=not progress, dynamic_ncols=True)
+            write_split(builder, split, writer, workers, on_rows=bar.update)
             bar.close()
             writer.close()
         report = builder.report
@@ -81,5 +88,5 @@ def main(cfg: Any) -> None:
     options = OmegaConf.to_container(cfg.source.get("options", None) or {}, resolve=True)
     report = build_source(cfg.source.name, cfg.raw_root, cfg.out, splits=list(splits) if splits else None,
                           seed=cfg.seed, strict=cfg.strict, options=options,
-                          max_shard_bytes=int(cfg.max_shard_mb * 1024 * 1024))
+                          max_shard_bytes=int(cfg.max_shard_mb * 1024 * 1024), num_proc=cfg.num_proc)
     print_summary(report, cfg.out)

@@ -42,6 +42,10 @@ class SkipRecord(BuildError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
+class BuildRejected(BuildError):
+    """A split kept no rows or skipped too many records: the inputs, not single records, are wrong."""
+
+
 class StrictModeError(BuildError):
     """Raised instead of skipping when a build runs with ``strict=true``."""
 

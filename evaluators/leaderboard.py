@@ -1,12 +1,15 @@
-"""``gpt4roi leaderboard results=<dir> [reference=true] [output_dir=...]``.
+"""``gpt4roi leaderboard results=<dir> [reference=true] [holm=true] [focus=<model>] [output_dir=...]``.
 
 Reads every ``<results>/<model>/<task>.json`` the runner wrote and renders one table of models x task
 metrics with 95% bootstrap intervals: markdown (terminal and ``leaderboard.md``), ``leaderboard.csv`` and a
-self-contained ``leaderboard.html`` with a bar plot per task (:mod:`evaluators.report_html`). For every pair
-of models evaluated on the same rows of a task (same task fingerprint, shared row ids) it gives a paired
-bootstrap p-value of the difference of the task's primary metric. ``reference=true`` adds the published
-numbers of ``evaluators/reported.yaml`` as a separate table marked "reported": they come from other data and
-code, so they are never put in the measured table nor tested against it.
+self-contained ``leaderboard.html`` opening with a plot per task (:mod:`evaluators.report_html`). For every
+pair of models evaluated on the same rows of a task (same task fingerprint, shared row ids) it gives a paired
+bootstrap p-value of the difference of the task's primary metric, recomputed on joint resamples of images,
+and for accuracies an exact McNemar p-value; ``holm=true`` adds Holm-adjusted p-values across all pairs.
+``focus=<model>`` prints only the pairs involving that model (the files keep every pair) and highlights it in
+the plots. ``reference=true`` adds the published numbers of ``evaluators/reported.yaml`` as a separate table
+marked "reported": they come from other data and code, so they are never put in the measured table nor
+tested against it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ import io
 from pathlib import Path
 from typing import Any
 
-from .board import Board, build_board, citations, measured_rows, pair_rows, reported_rows, task_rows
+from .board import (
+    Board,
+    answer_rows,
+    build_board,
+    citations,
+    measured_rows,
+    pair_rows,
+    reported_rows,
+    task_rows,
+)
 from .report_html import render_html
 
 REPORTED_FILE = Path(__file__).resolve().parent / "reported.yaml"
@@ -31,11 +43,20 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def markdown(board: Board) -> str:
+def markdown(board: Board, *, focus_only: bool = False) -> str:
+    """The board as markdown; ``focus_only`` keeps the paired tests involving the focus model (the terminal)."""
     parts = ["## Measured (95% bootstrap intervals)", "", markdown_table(*measured_rows(board)), "",
              "## Tasks", "", markdown_table(*task_rows(board))]
-    if board.pairs:
-        parts += ["", "## Paired bootstrap tests (same rows)", "", markdown_table(*pair_rows(board))]
+    header, answers = answer_rows(board)
+    if answers:
+        parts += ["", "## Box answers (read in each model's declared convention; unparsable and out of range score 0)",
+                  "", markdown_table(header, answers)]
+    pairs = board.focus_pairs() if focus_only else board.pairs
+    if pairs:
+        title = "## Paired bootstrap tests (same rows; metric recomputed on joint resamples of images)"
+        if focus_only and board.focus is not None:
+            title += f", pairs with {board.focus} (all pairs in leaderboard.md)"
+        parts += ["", title, "", markdown_table(*pair_rows(board, pairs))]
     if board.reported:
         parts += ["", "## Reported (published numbers, not measured here; other data and code)", "",
                   markdown_table(*reported_rows(board)), "", *(f"- {c}" for c in citations(board))]
@@ -64,12 +85,12 @@ def main(cfg: Any) -> int:
     board = build_board(results, reference=bool(cfg.reference),
                         reported_file=Path(cfg.reported_file) if cfg.get("reported_file") else REPORTED_FILE,
                         hide_metrics=list(cfg.hide_metrics), resamples=int(cfg.bootstrap.resamples),
-                        seed=int(cfg.bootstrap.seed))
+                        seed=int(cfg.bootstrap.seed), holm_correction=bool(cfg.get("holm", False)),
+                        focus=cfg.get("focus"))
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(board)
-    (out / "leaderboard.md").write_text(text)
+    (out / "leaderboard.md").write_text(markdown(board))
     (out / "leaderboard.csv").write_text(csv_text(board))
     (out / "leaderboard.html").write_text(render_html(board))
-    print(text)
+    print(markdown(board, focus_only=True))
     print(f"written: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}, {out / 'leaderboard.html'}")
     return 0

@@ -25,6 +25,36 @@ from typing import Any
 
 from builders.placeholders import IMAGE_TOKEN
 
+#: Box conventions a model may declare: scale (``normalized`` floats in [0, 1], ``per_mille`` integers in
+#: [0, 1000], ``pixels`` of the original image) and order (``xyxy`` corners, ``xywh`` corner and size).
+COORDINATE_CONVENTIONS = tuple(f"{scale}_{order}" for scale in ("normalized", "per_mille", "pixels")
+                               for order in ("xyxy", "xywh"))
+#: How a model family opens the first human turn in its own training data: ``plain`` is the schema's
+#: ``<image>\n``; ``gpt4roi`` is GPT4RoI's stage-2 and VCR wording (``datasets/vcr.py``; GLaMM's ``infer.py``
+#: uses the same), ``osprey`` Osprey's (``osprey/eval/lvis_paco_eval.py``).
+PROMPT_FORMATS = {
+    "plain": f"{IMAGE_TOKEN}\n",
+    "gpt4roi": f"The {IMAGE_TOKEN} provides an overview of the picture.\n",
+    "osprey": f"{IMAGE_TOKEN}\nThis provides an overview of the picture.\n",
+}
+
+
+def with_prompt_format(row: Mapping[str, Any], prompt_format: str) -> dict[str, Any]:
+    """A copy of a request row whose first human turn opens the way ``prompt_format`` says, instead of ``<image>\n``.
+
+    Request prompts always start with ``<image>`` (:func:`request_row`); a model asked in another family's
+    format answers worse, so each model applies its own.
+    """
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"unknown prompt_format {prompt_format!r}; one of {sorted(PROMPT_FORMATS)}")
+    turns = [dict(turn) for turn in row["conversations"]]
+    plain = PROMPT_FORMATS["plain"]
+    first = turns[0]["value"]
+    if not first.startswith(plain):
+        raise ValueError(f"row {row.get('id')!r}: first human turn does not start with {plain!r}")
+    turns[0]["value"] = PROMPT_FORMATS[prompt_format] + first[len(plain):]
+    return {**row, "conversations": turns}
+
 
 @dataclass(frozen=True)
 class Request:
@@ -63,6 +93,9 @@ class EvalModel(ABC):
 
     #: Short name used for ``results/<name>/``; set from the config's ``name``.
     name: str = "model"
+    #: How the model writes a box in its answers (one of :data:`COORDINATE_CONVENTIONS`), declared in its
+    #: config; grounding tasks read answers in it and never guess it. ``None``: the model does not ground.
+    coordinates: str | None = None
 
     @property
     @abstractmethod

@@ -3,9 +3,13 @@
 For each task: list its requests, take what the answer cache already holds, ask the model for the rest in
 batches (committing each batch to the cache), score, and write ``<output_dir>/<model>/<task>.json``
 (metrics, n, 95% bootstrap intervals, settings, versions, wall time) and ``<task>.predictions.jsonl`` (one
-line per item, with its per-item scores, which the leaderboard's paired tests read) as soon as the task is
+line per item: its scores, corpus-metric statistics and image, from which the leaderboard's paired tests
+recompute the metrics; :meth:`evaluators.tasks.base.TaskResult.prediction_lines`) as soon as the task is
 done. The model comes from ``conf/eval/model/<cfg>.yaml`` through ``hydra.utils.instantiate``: the runner
 never imports a model class.
+
+Under ``torchrun`` each rank answers its share of every task's requests and rank 0 scores and writes what one
+process would have written (:mod:`evaluators.distributed`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tqdm.auto import tqdm
 from builders.storage.report import package_versions
 
 from .cache import AnswerCache
+from .distributed import ONE_PROCESS, RankCache, Ranks, prepare_shared
 from .protocol import EvalModel
 from .tasks import Job, Task, make_task
 
@@ -59,7 +64,7 @@ def write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def answer_jobs(model: EvalModel, jobs: Sequence[Job], cache: AnswerCache, batch_size: int,
+def answer_jobs(model: EvalModel, jobs: Sequence[Job], cache: AnswerCache | RankCache, batch_size: int,
                 progress: bool = True, desc: str = "") -> tuple[dict[tuple[str, str, str], Any], int]:
     """Answers of every job: cached ones, then the rest from the model in batches committed to the cache.
 
@@ -68,25 +73,34 @@ def answer_jobs(model: EvalModel, jobs: Sequence[Job], cache: AnswerCache, batch
     unique = list({job.key: job for job in jobs}.values())
     answers = cache.get_many([job.key for job in unique])
     missing = [job for job in unique if job.key not in answers]
-    groups: dict[tuple[str, str], list[Job]] = {}
-    for job in missing:
-        groups.setdefault((job.mode, job.settings), []).append(job)
     bar = tqdm(total=len(unique), initial=len(unique) - len(missing), desc=desc, unit=" req",
                disable=not progress, dynamic_ncols=True)
-    for (mode, settings), group in groups.items():
+    for batch in batches_of(missing, batch_size):
+        mode, settings = batch[0].mode, batch[0].settings
         gen_kwargs = {k: v for k, v in json.loads(settings).items() if k != "mode"}
-        for start in range(0, len(group), batch_size):
-            batch = group[start:start + batch_size]
-            requests = [job.request for job in batch]
-            outputs = model.generate(requests, **gen_kwargs) if mode == "generate" else model.loglikelihood(requests)
-            if len(outputs) != len(batch):
-                raise ValueError(f"model {model.name} returned {len(outputs)} answers for {len(batch)} requests")
-            new = [(job.key, _plain(output, mode, model.name)) for job, output in zip(batch, outputs, strict=True)]
-            cache.put_many(new)
-            answers.update(new)
-            bar.update(len(batch))
+        requests = [job.request for job in batch]
+        outputs = model.generate(requests, **gen_kwargs) if mode == "generate" else model.loglikelihood(requests)
+        if len(outputs) != len(batch):
+            raise ValueError(f"model {model.name} returned {len(outputs)} answers for {len(batch)} requests")
+        new = [(job.key, _plain(output, mode, model.name)) for job, output in zip(batch, outputs, strict=True)]
+        cache.put_many(new)
+        answers.update(new)
+        bar.update(len(batch))
     bar.close()
     return answers, len(missing)
+
+
+def batches_of(jobs: Sequence[Job], batch_size: int) -> list[list[Job]]:
+    """The model calls for ``jobs``: grouped by (mode, settings) in order of first appearance, then
+    ``batch_size`` at a time.
+
+    Ranks share a task out by these batches, so a fresh multi-process run makes exactly the calls one process
+    makes (a model's answers may depend, in the last float bits, on what else is padded into its batch).
+    """
+    groups: dict[tuple[str, str], list[Job]] = {}
+    for job in jobs:
+        groups.setdefault((job.mode, job.settings), []).append(job)
+    return [group[start:start + batch_size] for group in groups.values() for start in range(0, len(group), batch_size)]
 
 
 def _plain(output: Any, mode: str, model_name: str) -> Any:
@@ -97,12 +111,32 @@ def _plain(output: Any, mode: str, model_name: str) -> Any:
     return float(output)
 
 
-def run_task(task: Task, model: EvalModel, cache: AnswerCache, out_dir: Path, *, batch_size: int,
-             bootstrap: dict[str, Any], progress: bool = True) -> dict[str, Any]:
-    """Evaluate one task; write its results and predictions; return the results dict."""
+def run_task(task: Task, model: EvalModel, cache: RankCache, out_dir: Path, *, batch_size: int,
+             bootstrap: dict[str, Any], progress: bool = True, ranks: Ranks = ONE_PROCESS) -> dict[str, Any] | None:
+    """Evaluate one task (this rank's share of its requests); on rank 0, score it, write its results and
+    predictions and return the results dict (``None`` on the other ranks)."""
     started = time.perf_counter()
+    task.bind_model(model)
     jobs = task.jobs()
-    answers, answered_now = answer_jobs(model, jobs, cache, batch_size, progress, desc=f"{model.name}/{task.name}")
+    unique = list({job.key: job for job in jobs}.values())  # every rank lists them in the same order
+    mine = [job for batch in ranks.shard(batches_of(unique, batch_size)) for job in batch]
+    share = answer_jobs(model, mine, cache, batch_size, progress and ranks.is_main, desc=f"{model.name}/{task.name}")
+    shares = ranks.gather(share)
+    if not ranks.is_main:
+        ranks.barrier()  # rank 0 scores and shares the answers before anyone starts the next task
+        return None
+    answers = {key: answer for answered, _ in shares for key, answer in answered.items()}
+    answered_now = sum(count for _, count in shares)
+    cache.share(answers)
+    results = score_and_write(task, model, answers, answered_now, out_dir, batch_size=batch_size,
+                              bootstrap=bootstrap, started=started)
+    ranks.barrier()
+    return results
+
+
+def score_and_write(task: Task, model: EvalModel, answers: dict[tuple[str, str, str], Any], answered_now: int,
+                    out_dir: Path, *, batch_size: int, bootstrap: dict[str, Any], started: float) -> dict[str, Any]:
+    """Score ``task`` from every answer; write ``<task>.json`` and ``<task>.predictions.jsonl``."""
     result = task.score(answers)
     resamples, seed = int(bootstrap.get("resamples", 1000)), int(bootstrap.get("seed", 0))
     results = {
@@ -112,16 +146,13 @@ def run_task(task: Task, model: EvalModel, cache: AnswerCache, out_dir: Path, *,
         "corpus_level_metrics": list(result.corpus_level), "extra": result.extra, "skipped": dict(task.skipped),
         "settings": {"mode": task.mode, "generation": task.generation, "limit": task.limit, "batch_size": batch_size,
                      "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95}},
-        "requests": {"total": len({job.key for job in jobs}), "answered_now": answered_now},
+        "requests": {"total": len(answers), "answered_now": answered_now},
         "versions": package_versions(VERSIONED), "wall_time_s": round(time.perf_counter() - started, 3),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "predictions": f"{task.name}.predictions.jsonl",
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for index, (item_id, record) in enumerate(zip(result.item_ids, result.records, strict=True)):
-        scores = {name: values[index] for name, values in result.per_item.items()}
-        lines.append(json.dumps({**record, "id": item_id, "scores": scores}, ensure_ascii=False))
+    lines = [json.dumps(line, ensure_ascii=False) for line in result.prediction_lines()]
     write_atomic(out_dir / f"{task.name}.predictions.jsonl", "\n".join(lines) + "\n")
     write_atomic(out_dir / f"{task.name}.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     return results
@@ -156,15 +187,25 @@ def main(cfg: DictConfig) -> int:
     generation = OmegaConf.to_container(cfg.generation, resolve=True) if cfg.get("generation") else {}
     built = [make_task(name, task_dir, data_root=cfg.data_root, limit=limit, overrides=overrides,
                        generation=generation) for name in tasks]  # config errors surface before any model call
-    model = instantiate_model(cfg.model)
     output_dir = Path(cfg.output_dir)
-    cache = AnswerCache(cfg.cache or output_dir / "cache.sqlite", model.fingerprint)
-    done = []
+    cache_path = Path(cfg.cache or output_dir / "cache.sqlite")
+    ranks = Ranks.from_env(float(cfg.get("distributed_timeout_s") or 7200))
     try:
-        for task in built:
-            done.append(run_task(task, model, cache, output_dir / model.name, batch_size=batch_size,
-                                 bootstrap=dict(cfg.bootstrap), progress=bool(cfg.progress)))
+        merged = prepare_shared(cache_path, rebuild=bool(cfg.get("rebuild_cache")), ranks=ranks)
+        if merged:
+            print(f"merged {merged} answers a killed multi-process run left in {cache_path}.rank* files")
+        model = instantiate_model(cfg.model)
+        cache = RankCache.open(cache_path, model.fingerprint, ranks)
+        done, finished = [], False
+        try:
+            for task in built:
+                done.append(run_task(task, model, cache, output_dir / model.name, batch_size=batch_size,
+                                     bootstrap=dict(cfg.bootstrap), progress=bool(cfg.progress), ranks=ranks))
+            finished = True
+        finally:
+            cache.close(discard_own=finished)  # every answer of a finished run is in the shared cache
     finally:
-        cache.close()
-    _summary(done)
+        ranks.close()
+    if ranks.is_main:
+        _summary(done)
     return 0

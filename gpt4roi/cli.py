@@ -25,6 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {  # command -> (module:function, help)
     "eval": ("evaluators.runner:main", "evaluate a model on region tasks"),
     "leaderboard": ("evaluators.leaderboard:main", "render the leaderboard of evaluated models"),
     "chat": ("gpt4roi.chat:main", "talk about boxes drawn on an image"),
+    "pretrain": ("gpt4roi.pretrain:main", "pretrain the tiny backbone (LLM + vision tower) on the synthetic world"),
+    "convert": ("gpt4roi.convert:main", "turn the released GPT4RoI weights into a loadable model folder"),
+    "grounding_rows": ("baselines.grounding_rows:main", "derive box-answer training rows from a built RefCOCO folder"),
 }
 HELP_FLAGS = {"-h", "--help"}
 

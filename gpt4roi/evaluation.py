@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from PIL import Image
 
-from evaluators.protocol import EvalModel, Request, digest, files_digest
+from evaluators.protocol import PROMPT_FORMATS, EvalModel, Request, digest, files_digest, with_prompt_format
 
 from .conversation import STOP_MARKER
+from .devices import pick_device
 from .modeling.configuration_gpt4roi import GPT4RoIConfig
 from .modeling.factory import load_pretrained
 from .modeling.inference import generate_for_rows, loglikelihood
@@ -35,7 +36,13 @@ class PretrainedRegionModel(EvalModel):
     ``pretrained``: the folder (``save_pretrained`` output, e.g. ``<run>/hf``); its ``config.json`` must name
     :attr:`model_type`. ``image_root``: one folder, or ``{source: folder, "*": fallback}`` — evaluation rows of
     different sources have paths relative to different raw releases. ``batch_size`` rows per forward pass;
-    ``threads`` caps torch's CPU threads (``null``: leave as is).
+    ``dtype``: a torch dtype name, or ``auto`` for the checkpoint's own. ``device``: a torch device, or ``auto``
+    (:func:`gpt4roi.devices.pick_device`: this rank's GPU under ``torchrun``, else the CPU). ``device_map``
+    (e.g. ``auto``): spread a model that does not fit one GPU over the visible ones (``device`` is then unused).
+    ``threads`` caps torch's CPU threads (``null``: leave as is). ``prompt_format`` is how the first human
+    turn opens (:data:`evaluators.protocol.PROMPT_FORMATS`): GPT4RoI's own "The <image> provides an overview of
+    the picture." by default, ``plain`` for a model trained on the suite's rows, which keep ``<image>`` alone.
+    ``coordinates`` declares how the model writes boxes (grounding tasks; ``null``: it does not).
     """
 
     #: Part of the fingerprint, so two families never share cached answers.
@@ -44,9 +51,12 @@ class PretrainedRegionModel(EvalModel):
     model_type = GPT4RoIConfig.model_type
     #: How an error names the model this class expects.
     described_as = "a GPT4RoI model"
+    #: The prompt format of the family's own training data.
+    default_prompt_format = "gpt4roi"
 
     def __init__(self, pretrained: str, image_root: str | Mapping[str, str] | None = None, dtype: str = "float32",
-                 device: str = "cpu", batch_size: int = 8, threads: int | None = None):
+                 device: str = "auto", device_map: str | Mapping[str, Any] | None = None, batch_size: int = 8,
+                 threads: int | None = None, prompt_format: str | None = None, coordinates: str | None = None):
         self.folder = Path(pretrained).expanduser()
         config = self.folder / "config.json"
         if not config.is_file():
@@ -58,13 +68,21 @@ class PretrainedRegionModel(EvalModel):
         if isinstance(image_root, Mapping):
             image_root = {str(k): str(v) for k, v in image_root.items()}
         self.image_loader = ImageLoader(image_root)
+        if dtype != "auto" and not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"{self.family} dtype={dtype!r}: a torch dtype name (float32, bfloat16, float16) or auto")
         self.dtype, self.device, self.batch_size = dtype, device, int(batch_size)
+        self.device_map = dict(device_map) if isinstance(device_map, Mapping) else device_map
+        self.prompt_format = prompt_format or self.default_prompt_format
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format={self.prompt_format!r}; one of {sorted(PROMPT_FORMATS)}")
+        self.coordinates = coordinates
         if threads:
             torch.set_num_threads(int(threads))
 
-    def load(self, dtype: torch.dtype) -> tuple[Any, Any]:
-        """``(model, processor)`` from the folder; a subclass loads its own family."""
-        return load_pretrained(self.folder, dtype)
+    def load(self, dtype: torch.dtype | str) -> tuple[Any, Any]:
+        """``(model, processor)`` from the folder, placed by :attr:`device_map` when set; a subclass loads its own
+        family."""
+        return load_pretrained(self.folder, dtype, device_map=self.device_map)
 
     def images(self, rows: Sequence[Mapping[str, Any]]) -> list[Image.Image | None]:
         """The image of each row; a subclass whose model reads no pixels gives ``None`` instead."""
@@ -73,8 +91,10 @@ class PretrainedRegionModel(EvalModel):
     @cached_property
     def loaded(self) -> tuple[Any, Any]:
         """``(model, processor)``, loaded on first use (a fully cached evaluation never loads the weights)."""
-        model, processor = self.load(getattr(torch, self.dtype))
-        return model.to(self.device).eval(), processor
+        model, processor = self.load("auto" if self.dtype == "auto" else getattr(torch, self.dtype))
+        if self.device_map is None:
+            model = model.to(pick_device(self.device))
+        return model.eval(), processor
 
     @cached_property
     def fingerprint(self) -> str:
@@ -82,10 +102,10 @@ class PretrainedRegionModel(EvalModel):
         files = sorted(p for p in self.folder.iterdir() if p.suffix in (".safetensors", ".json") and p.is_file())
         settings_file = self.folder / PROCESSOR_FILE
         settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
-        return digest(self.family, files_digest(files), settings, self.dtype)
+        return digest(self.family, files_digest(files), settings, self.dtype, self.prompt_format)
 
     def _rows_and_images(self, requests: Sequence[Request]) -> tuple[list[dict[str, Any]], list[Image.Image | None]]:
-        rows = [dict(request.row) for request in requests]
+        rows = [with_prompt_format(request.row, self.prompt_format) for request in requests]
         return rows, self.images(rows)
 
     def generate(self, requests: Sequence[Request], **gen_kwargs: Any) -> list[str]:

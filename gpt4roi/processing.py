@@ -36,6 +36,10 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IGNORE_INDEX = -100
 PROCESSOR_FILE = "gpt4roi_processor.json"
+#: ``square``: one bicubic resize to the tower's square input (ours); ``clip_short_side``: GPT4RoI's own, CLIP's
+#: bicubic resize of the short side to the input size (no crop), normalise, then a bilinear resize to the square
+#: (``F.interpolate``, as in its ``gpt4roi/datasets/*.py``).
+RESIZE_MODES = ("square", "clip_short_side")
 
 
 class RowInputError(ValueError):
@@ -76,8 +80,11 @@ class EncodedRow:
     regions: list[int] = field(default_factory=list)
 
 
-def render_turns(row: Mapping[str, Any], image_span: str) -> list[RenderedTurn]:
-    """The conversation of ``row`` as per-turn segments of the v0 template (see the module docstring)."""
+def render_turns(row: Mapping[str, Any], image_span: str, roi_token: str = ROI_TOKEN) -> list[RenderedTurn]:
+    """The conversation of ``row`` as per-turn segments of the v0 template (see the module docstring).
+
+    ``roi_token``: the region placeholder's spelling (``<roi>`` in our models, ``<bbox>`` in converted official ones).
+    """
     row_id = str(row.get("id", "<no id>"))
     regions = row.get("regions") or []
     seen: list[int] = []
@@ -89,7 +96,7 @@ def render_turns(row: Mapping[str, Any], image_span: str) -> list[RenderedTurn]:
         if number - 1 in seen:
             return f"region{number}"
         seen.append(number - 1)
-        return f"region{number} {ROI_TOKEN}"
+        return f"region{number} {roi_token}"
 
     turns: list[RenderedTurn] = []
     previous_role = None
@@ -176,6 +183,8 @@ class GPT4RoIProcessor:
         image_mean: Sequence[float] = CLIP_MEAN,
         image_std: Sequence[float] = CLIP_STD,
         image_root: str | Path | None = None,
+        roi_token: str = ROI_TOKEN,
+        resize: str = "square",
     ):
         if tokenizer.pad_token_id is None:
             raise ValueError("GPT4RoIProcessor: the tokenizer needs a padding token (see tokenizer.add_multimodal_tokens)")
@@ -186,7 +195,11 @@ class GPT4RoIProcessor:
         self.image_mean = tuple(float(v) for v in image_mean)
         self.image_std = tuple(float(v) for v in image_std)
         self.image_root = image_root
-        self.roi_token_id = tokenizer.convert_tokens_to_ids(ROI_TOKEN)
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"GPT4RoIProcessor: resize {resize!r} is not one of {list(RESIZE_MODES)}")
+        self.resize = resize
+        self.roi_token = roi_token
+        self.roi_token_id = tokenizer.convert_tokens_to_ids(roi_token)
         self.image_span = IMAGE_START_TOKEN + IMAGE_PATCH_TOKEN * self.num_image_tokens + IMAGE_END_TOKEN
 
     # --- persistence ----------------------------------------------------------------------------------
@@ -197,6 +210,8 @@ class GPT4RoIProcessor:
             "max_length": self.max_length,
             "image_mean": list(self.image_mean),
             "image_std": list(self.image_std),
+            "roi_token": self.roi_token,
+            "resize": self.resize,
         }
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -218,13 +233,24 @@ class GPT4RoIProcessor:
 
     # --- pieces -----------------------------------------------------------------------------------------
     def pixel_values(self, image: Image.Image) -> torch.Tensor:
-        """``(3, S, S)``: resized to the tower's square input (no crop, so normalised boxes still fit)."""
-        resized = image.convert("RGB").resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
+        """``(3, S, S)``, never cropped, so normalised boxes still fit (see :data:`RESIZE_MODES`)."""
+        image = image.convert("RGB")
+        size = self.image_size
+        if self.resize == "square":
+            resized = image.resize((size, size), Image.Resampling.BICUBIC)
+        else:
+            short = min(image.size)
+            resized = image.resize((max(1, int(image.width * size / short)), max(1, int(image.height * size / short))),
+                                   Image.Resampling.BICUBIC)
         array = torch.frombuffer(bytearray(resized.tobytes()), dtype=torch.uint8)
-        pixels = array.view(self.image_size, self.image_size, 3).permute(2, 0, 1).float() / 255.0
+        pixels = array.view(resized.height, resized.width, 3).permute(2, 0, 1).float() / 255.0
         mean = torch.tensor(self.image_mean).view(3, 1, 1)
         std = torch.tensor(self.image_std).view(3, 1, 1)
-        return (pixels - mean) / std
+        pixels = (pixels - mean) / std
+        if pixels.shape[-2:] != (size, size):
+            pixels = torch.nn.functional.interpolate(pixels[None], size=(size, size), mode="bilinear",
+                                                     align_corners=False)[0]
+        return pixels
 
     def normalised_boxes(self, row: Mapping[str, Any], order: list[int], image: Image.Image) -> torch.Tensor:
         """Boxes of ``regions[order]`` as xyxy in [0, 1] of the row's original width and height."""
@@ -282,7 +308,7 @@ class GPT4RoIProcessor:
 
     def _turns_to_encode(self, row: Mapping[str, Any], row_id: str, generation: bool) -> list[RenderedTurn]:
         """The row's rendered turns; a generation prompt leaves out a trailing answer (the reference)."""
-        turns = render_turns(row, self.image_span)
+        turns = render_turns(row, self.image_span, self.roi_token)
         if generation and turns and turns[-1].role == "gpt":
             turns = turns[:-1]
         if not turns:
@@ -335,8 +361,8 @@ class GPT4RoIProcessor:
         if ids.count(self.roi_token_id) != len(order):
             raise RowInputError(
                 row_id,
-                f"{ids.count(self.roi_token_id)} {ROI_TOKEN} tokens for {len(order)} boxes "
-                f"(does the text contain a literal {ROI_TOKEN}?)",
+                f"{ids.count(self.roi_token_id)} {self.roi_token} tokens for {len(order)} boxes "
+                f"(does the text contain a literal {self.roi_token}?)",
             )
         return order
 

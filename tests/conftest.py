@@ -93,3 +93,15 @@ def make_schema_row() -> dict:
 @pytest.fixture
 def schema_row() -> dict:
     return make_schema_row()
+
+
+@pytest.fixture
+def records_only_builds(monkeypatch):
+    """Builds that count record-level skips only: no image check, no refusal of a split for its skips.
+
+    The builder tests feed annotation samples without pictures and tiny, deliberately broken inputs whose
+    every record may be skipped; the image check and the split outcome have tests of their own.
+    """
+    from builders.sources import base
+
+    monkeypatch.setattr(base, "BASE_OPTIONS", {**base.BASE_OPTIONS, "check_images": False, "max_skip_share": 1.0})

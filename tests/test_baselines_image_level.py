@@ -105,12 +105,18 @@ def test_the_adapter_answers_requests_for_both_families(tmp_path):
     # the prompt names <region1>, the same box in both rows, so both rows get the same.
     untrained = {"gpt4roi": ("reereereeree", -41.1207), "crop": ("cluedudu", -40.1132)}
     for name, adapter_class in adapters.items():
-        adapter = adapter_class(str(tmp_path / name), image_root=str(tmp_path))
+        adapter = adapter_class(str(tmp_path / name), image_root=str(tmp_path), prompt_format="plain")
         answer, score = untrained[name]
         assert adapter.generate(requests, max_new_tokens=4, stop=["###"]) == [answer, answer]
         assert adapter.loglikelihood(requests) == pytest.approx([score, score], abs=1e-3)
     fingerprints = {adapter_class(str(tmp_path / name)).fingerprint for name, adapter_class in adapters.items()}
     assert len(fingerprints) == 2
+    # GPT4RoI is asked in its own format by default ("The <image> provides an overview of the picture.\n"), the
+    # baselines in the suite's plain one; the format is part of the fingerprint and changes the answer
+    own = PretrainedRegionModel(str(tmp_path / "gpt4roi"), image_root=str(tmp_path))
+    assert own.prompt_format == "gpt4roi" and PretrainedImageLevelModel(str(tmp_path / "crop")).prompt_format == "plain"
+    assert own.fingerprint != PretrainedRegionModel(str(tmp_path / "gpt4roi"), prompt_format="plain").fingerprint
+    assert own.loglikelihood(requests)[0] != pytest.approx(untrained["gpt4roi"][1], abs=1e-3)
     with pytest.raises(ValueError, match="does not hold an image-level baseline"):
         PretrainedImageLevelModel(str(tmp_path / "gpt4roi"))
     with pytest.raises(ValueError, match="does not hold a GPT4RoI model"):

@@ -63,6 +63,7 @@ def test_a_single_region_is_the_object():
 @pytest.mark.parametrize(("coords", "first", "second"), [
     ("float", "[0.100, 0.250, 0.500, 0.750]", "[0.600, 0.125, 0.900, 0.500]"),
     ("int1000", "[100, 250, 500, 750]", "[600, 125, 900, 500]"),
+    ("pixels", "[10, 20, 50, 60]", "[60, 10, 90, 40]"),
 ])
 def test_image_coords_gives_normalised_boxes_at_the_first_mention(coords, first, second):
     rendered = RegionRenderer("image_coords", coords=coords)(two_region_row(), gradient())

@@ -18,7 +18,7 @@ import pytest
 from corpus_rows import rows_by_id
 
 from builders.build import build_source
-from builders.errors import SourceFileError, StrictModeError
+from builders.errors import BuildRejected, SourceFileError, StrictModeError
 from builders.placeholders import region_refs
 from builders.readers.flickr_entities import parse_caption
 from builders.schema import validate
@@ -72,13 +72,18 @@ def flickr_root(realdata, tmp_path) -> Path:
     for path in root.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     (root / "Annotations").mkdir()
+    (root / "flickr30k-images").mkdir()
     for image_id in (GIRL, MATCH):
         (root / "Annotations" / f"{image_id}.xml").write_text(xml_text(image_id))
+        (root / "flickr30k-images" / f"{image_id}.jpg").touch()  # existence is checked, never decoded
     return root
 
 
-def build(root: Path, out: Path, **options):
-    return build_source("flickr30k", root, out, options=options, progress=False)
+def build(root: Path, out: Path, splits=("train",), **options):
+    """The real split files list 31,783 ids of which the sample holds 2, both in train: skips are the norm
+    here, and the validation and test splits keep no rows (which fails their build, see below)."""
+    return build_source("flickr30k", root, out, splits=list(splits), options={"max_skip_share": 1.0, **options},
+                        progress=False)
 
 
 def test_parse_caption_real_line(realdata):
@@ -103,9 +108,7 @@ def test_real_sentences_merged(flickr_root, tmp_path):
     assert report.regions["train"] == 28
     # the real split files list 29,783 / 1,000 / 1,000 ids; only the two sample images have files here.
     # UNRELATED_CAPTIONS names 21 captions, none of these two images.
-    assert dict(report.skipped["train"]) == {"missing_sentences_file": 29781}
-    assert dict(report.skipped["validation"]) == {"missing_sentences_file": 1000}
-    assert dict(report.skipped["test"]) == {"missing_sentences_file": 1000}
+    assert dict(report.skipped) == {"train": {"missing_sentences_file": 29781}}
 
     rows = rows_by_id(out, "train")
     assert sorted(rows) == sorted(f"flickr30k:train:{i}:{k}" for i in (GIRL, MATCH) for k in range(5))
@@ -180,14 +183,16 @@ def test_mdetr_layout_matches_entities(flickr_root, tmp_path):
     caption = ("On a sunny , dry day , wearing full football gear , a Texas A&M football player tries to reach "
                "an Iowa State football player , for the football during the game .")
     root = tmp_path / "mdetr"
-    root.mkdir()
+    (root / "mdetr_annotations").mkdir(parents=True)  # where MDETR's download (and GPT4RoI's README) puts it
+    (root / "flickr30k-images").mkdir()
+    (root / "flickr30k-images" / f"{MATCH}.jpg").touch()
     anns = [mdetr_ann(10, 7, caption, ["full football gear"], (60, 30, 420, 310)),
             mdetr_ann(11, 7, caption, ["a Texas A&M football player"], (240, 20, 430, 320)),
             mdetr_ann(12, 7, caption, ["an Iowa State football player"], (50, 30, 210, 320)),
             mdetr_ann(13, 7, caption, ["the football"], (190, 100, 230, 140))]
     data = {"info": [], "licenses": [], "images": [mdetr_entry(MATCH, 0, caption, 7, 500, 333)],
             "annotations": anns, "categories": [{"supercategory": "object", "id": 1, "name": "object"}]}
-    (root / "final_flickr_mergedGT_train.json").write_text(json.dumps(data))
+    (root / "mdetr_annotations" / "final_flickr_mergedGT_train.json").write_text(json.dumps(data))
     report = build(root, tmp_path / "m")
     assert report.written == {"train": {"multi_region_caption": 1}}
     mdetr_row = rows_by_id(tmp_path / "m", "train")[f"flickr30k:train:{MATCH}:0"]
@@ -228,7 +233,8 @@ def test_malformed_xml_counted_per_image(flickr_root, tmp_path):
 @pytest.mark.parametrize(("box", "reason"), [
     ((100, 100, 90, 150), "bad_box_degenerate"),       # xmax < xmin
     ((600, 10, 700, 50), "bad_box_outside_image"),
-    (("nan", 10, 50, 50), "bad_box_nonfinite"),
+    (("nan", 10, 50, 50), "bad_box_format"),           # numbers must be decimal numbers
+    (("1e999", 10, 50, 50), "bad_box_nonfinite"),
     ((10, 10, 50), "bad_box_format"),                   # <ymax> missing
 ])
 def test_bad_boxes_counted(flickr_root, tmp_path, box, reason):
@@ -269,11 +275,12 @@ def test_caption_without_regions_and_duplicate_mdetr_caption(flickr_root, tmp_pa
 
     caption = "A girl sits ."
     root = tmp_path / "mdetr"
-    root.mkdir()
+    (root / "flickr30k-images").mkdir(parents=True)
+    (root / "flickr30k-images" / f"{GIRL}.jpg").touch()
     entries = [mdetr_entry(GIRL, 0, caption, 1, 500, 375), mdetr_entry(GIRL, 0, caption, 2, 500, 375)]
     anns = [mdetr_ann(1, 1, caption, ["A girl"], (1, 1, 50, 50)), mdetr_ann(2, 2, caption, ["A girl"], (1, 1, 50, 50))]
     (root / "final_flickr_mergedGT_val.json").write_text(json.dumps({"images": entries, "annotations": anns}))
-    report = build(root, tmp_path / "m")
+    report = build(root, tmp_path / "m", splits=("validation",))
     assert report.written == {"validation": {"multi_region_caption": 1}}
     assert report.skipped["validation"]["duplicate_id"] == 1
     row = datasets.load_dataset(str(tmp_path / "m"), split="validation")[0]
@@ -283,7 +290,7 @@ def test_caption_without_regions_and_duplicate_mdetr_caption(flickr_root, tmp_pa
 def test_bad_split_file_is_an_error(flickr_root, tmp_path):
     (flickr_root / "val.txt").write_text("1234\nnot-an-id\n")
     with pytest.raises(SourceFileError, match=r"val\.txt at line 2: 'not-an-id' is not an image id"):
-        build(flickr_root, tmp_path / "out")
+        build(flickr_root, tmp_path / "out", splits=("train", "validation"))
     assert not (tmp_path / "out").exists()
 
 
@@ -312,3 +319,67 @@ def test_entity_expansion_bomb_is_refused(flickr_root, tmp_path):
     report = build(flickr_root, tmp_path / "out")
     assert report.skipped["train"]["malformed_xml"] == 1
     assert "amplification" in report.skip_examples["malformed_xml"][0]
+
+
+def test_mdetr_cluster_across_chains_is_expanded_per_chain(flickr_root, tmp_path):
+    """A real MDETR-style cluster: the girl and her dress (IoU 0.978 >= 0.95) in caption 2 of the girl image.
+
+    ``flickr_combined.py`` wrote one annotation for the cluster (the *last* box, the dress's, with the spans of
+    both chains) and one for the water. Both chains must come back as regions, as in the entities layout.
+    """
+    girl, dress, water = (180, 120, 320, 370), (182, 122, 320, 370), (1, 1, 500, 200)
+    objects = [(["221796"], girl), (["221797"], dress), (["221798"], water), (["221799"], None)]
+    (flickr_root / "Annotations" / f"{GIRL}.xml").write_text(xml_text(GIRL, objects))
+    caption = "A girl sitting outside on concrete near water in a black dress ."
+    root = tmp_path / "mdetr"
+    (root / "mdetr_annotations").mkdir(parents=True)
+    (root / "flickr30k-images").mkdir()
+    (root / "flickr30k-images" / f"{GIRL}.jpg").touch()
+    anns = [mdetr_ann(0, 3, caption, ["A girl", "a black dress"], dress), mdetr_ann(1, 3, caption, ["water"], water)]
+    data = {"images": [mdetr_entry(GIRL, 2, caption, 3, 500, 375)], "annotations": anns,
+            "categories": [{"supercategory": "object", "id": 1, "name": "object"}]}
+    (root / "mdetr_annotations" / "final_flickr_mergedGT_train.json").write_text(json.dumps(data))
+    build(root, tmp_path / "m")
+    mdetr_row = rows_by_id(tmp_path / "m", "train")[f"flickr30k:train:{GIRL}:2"]
+    build(flickr_root, tmp_path / "e")
+    entities_row = rows_by_id(tmp_path / "e", "train")[f"flickr30k:train:{GIRL}:2"]
+    assert [r["label"] for r in mdetr_row["regions"]] == ["A girl", "water", "a black dress"]
+    assert [r["label"] for r in mdetr_row["regions"]] == [r["label"] for r in entities_row["regions"]]
+    assert mdetr_row["conversations"] == entities_row["conversations"]
+    # MDETR kept only the dress's box for the cluster: both chains get it; the water keeps its own.
+    assert [r["bbox"] for r in mdetr_row["regions"]] == [[181.0, 121.0, 320.0, 370.0], [0.0, 0.0, 500.0, 200.0],
+                                                         [181.0, 121.0, 320.0, 370.0]]
+    assert entities_row["regions"][2]["bbox"] == [181.0, 121.0, 320.0, 370.0]
+
+
+def test_split_without_rows_fails_with_reasons(flickr_root, tmp_path):
+    """The sample's validation split has no files: the build stops naming the split, reason and count."""
+    with pytest.raises(BuildRejected, match=r"flickr30k/validation kept no rows; skips by reason: "
+                                            r"missing_sentences_file: 1000 \(e\.g\. image \d+"):
+        build(flickr_root, tmp_path / "out", splits=("validation",), max_skip_share=0.5)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("mutate", "reason"), [
+    (lambda entry, ann: ann.update(bbox=["60", 30, 360, 280]), "bad_box_format"),
+    (lambda entry, ann: ann.update(bbox=[60, 30, True, 280]), "bad_box_format"),
+    (lambda entry, ann: entry.update(sentence_id=[0]), "bad_id"),
+    (lambda entry, ann: entry.update(original_img_id="../../etc"), "bad_id"),
+    (lambda entry, ann: entry.update(width="Infinity"), "bad_image_size"),
+    (lambda entry, ann: entry.update(width=str(2 ** 40)), "bad_image_size"),
+    (lambda entry, ann: ann.update(tokens_positive=[["0", "6"]]), "bad_tokens_positive"),
+    (lambda entry, ann: entry.update(caption=["A girl"]), "wrong_record_type"),
+])
+def test_bad_mdetr_records_are_counted(tmp_path, mutate, reason):
+    caption = "A girl sits ."
+    root = tmp_path / "mdetr"
+    (root / "flickr30k-images").mkdir(parents=True)
+    (root / "flickr30k-images" / f"{GIRL}.jpg").touch()
+    good = (mdetr_entry(GIRL, 0, caption, 1, 500, 375), mdetr_ann(1, 1, caption, ["A girl"], (1, 1, 50, 50)))
+    bad = (mdetr_entry(GIRL, 1, caption, 2, 500, 375), mdetr_ann(2, 2, caption, ["A girl"], (1, 1, 50, 50)))
+    mutate(*bad)
+    data = {"images": [good[0], bad[0]], "annotations": [good[1], bad[1]]}
+    (root / "final_flickr_mergedGT_train.json").write_text(json.dumps(data))
+    report = build(root, tmp_path / "m")
+    assert report.written == {"train": {"multi_region_caption": 1}}
+    assert reason in report.skipped["train"]

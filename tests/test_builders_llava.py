@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,9 @@ from PIL import Image
 from builders.build import build_source
 from builders.errors import SourceFileError
 from builders.schema import validate
-from builders.sources.llava import COCO_CLASSES
+from builders.sources.llava import COCO_CLASSES, LVIS_NAMES_FILE
+
+pytestmark = pytest.mark.usefixtures("records_only_builds")
 
 REAL_FILES = ("conversation_58k.json", "detail_23k.json", "complex_reasoning_77k.json")
 # The real sample has no images; the builder needs them for their sizes, so the tests draw stand-ins.
@@ -80,8 +84,8 @@ def test_real_sample_rows(raw_root, tmp_path):
 def test_ids_and_rows_stable_across_builds(raw_root, tmp_path):
     _write_detections(raw_root, [{"filename": "000000033471.jpg", "pred_bboxes": np.array(
         [[0.1, 0.2, 0.5, 0.9, 0.95]], dtype=np.float32), "labels": np.array([5])}])
-    build_source("llava", raw_root, tmp_path / "a", progress=False)
-    build_source("llava", raw_root, tmp_path / "b", progress=False)
+    build_source("llava", raw_root, tmp_path / "a", progress=False, options={"class_names": "lvis"})
+    build_source("llava", raw_root, tmp_path / "b", progress=False, options={"class_names": "lvis"})
     assert rows_by_id(tmp_path / "a", "train") == rows_by_id(tmp_path / "b", "train")
 
 
@@ -107,16 +111,16 @@ def test_detections_become_regions_and_presence_questions(raw_root, tmp_path):
         [0.1, 0.2, 0.5, 0.9, 0.95],    # bus, kept first
         [0.0, 0.0, 1.0, 1.0, 0.20],    # car, score too low: dropped, but the car counts as detected
         [0.3, 0.3, 0.31, 0.6, 0.90],   # person, 0.01 wide: dropped
-        [0.2, 0.2, 0.4, 0.4, 0.80],    # label 80: no such COCO class, skipped and counted
+        [0.2, 0.2, 0.2, 0.4, 0.80],    # person, zero width: dropped by the filter before its box is checked
     ], dtype=np.float32)
     _write_detections(raw_root, [
         {"filename": "data/coco/train2017/000000033471.jpg", "pred_bboxes": boxes,
-         "labels": np.array([0, 5, 2, 0, 80], dtype=np.int64)},
+         "labels": np.array([0, 5, 2, 0, 0], dtype=np.int64)},
         {"filename": "000000442786.jpg", "pred_bboxes": np.zeros((1, 5), dtype=np.float32), "labels": np.array([0])},
     ])
     out = tmp_path / "out"
-    report = build_source("llava", raw_root, out, progress=False)
-    assert dict(report.skipped["train"]) == {"detection_unknown_label": 1}
+    report = build_source("llava", raw_root, out, progress=False, options={"class_names": "coco"})
+    assert report.total_skipped == 0
     assert report.regions["train"] == 2 and report.total_rows == 4
     rows = rows_by_id(out, "train")
     row = rows["llava:train:conversation_58k:000000033471"]
@@ -217,3 +221,61 @@ def test_unreadable_files_are_errors_without_output(raw_root, tmp_path, payload,
     with pytest.raises(SourceFileError, match=message):
         build_source("llava", raw_root, out, progress=False)
     assert no_output_left(out)
+
+
+def _one_detection(label: int) -> list[dict]:
+    return [{"filename": "000000033471.jpg", "pred_bboxes": np.array([[0.1, 0.2, 0.5, 0.9, 0.95]], dtype=np.float32),
+             "labels": np.array([label])}]
+
+
+def test_gpt4roi_pickle_needs_the_lvis_list(raw_root, tmp_path):
+    """GPT4RoI's detector is LVIS's: its pickle without class_names would turn aerosol_can into 'person'."""
+    _write_detections(raw_root, _one_detection(0))
+    with pytest.raises(SourceFileError, match=r"llava_150k_bbox_pred_results\.pkl: GPT4RoI's detection pickle names "
+                                              r"LVIS v1 classes.*class_names=lvis"):
+        build_source("llava", raw_root, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_labels_beyond_the_class_list_are_refused(raw_root, tmp_path):
+    _write_detections(raw_root, _one_detection(80))
+    with pytest.raises(SourceFileError, match=r"labels go up to 80 but class_names has 80 names.*class_names=lvis"):
+        build_source("llava", raw_root, tmp_path / "out", progress=False, options={"class_names": "coco"})
+
+
+@pytest.mark.parametrize(("label", "name"), [(0, "aerosol_can"), (937, "Sharpie"), (938, "shaver_(electric)"),
+                                             (939, "shaving_cream"), (1202, "zucchini")])
+def test_shipped_lvis_v1_names(raw_root, tmp_path, label, name):
+    """The official LVIS v1 order (ids 1..1203): GPT4RoI's tuple fuses 938 and 939 and shifts the rest by one."""
+    names = LVIS_NAMES_FILE.read_text().splitlines()
+    assert len(names) == len(set(names)) == 1203
+    _write_detections(raw_root, _one_detection(label))
+    build_source("llava", raw_root, tmp_path / "out", progress=False, options={"class_names": "lvis"})
+    row = rows_by_id(tmp_path / "out", "train")["llava:train:conversation_58k:000000033471"]
+    assert row["regions"][0]["label"] == name
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (no pixel data: only the header is ever read)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + header
+    end = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk)) + end
+
+
+@pytest.mark.parametrize(("size", "reason"), [((100_000, 100_000), "image_too_large"),
+                                              ((2 ** 31 - 1, 1), "image_too_large"),
+                                              ((150_000, 10), "bad_image_size")])
+def test_decompression_bomb_and_huge_sizes_are_counted_skips(raw_root, tmp_path, size, reason):
+    (raw_root / "train2017" / "000000033471.jpg").write_bytes(_png_header(*size))
+    report = build_source("llava", raw_root, tmp_path / "out", progress=False)
+    assert dict(report.skipped["train"]) == {reason: 1} and report.total_rows == 3
+
+
+@pytest.mark.parametrize("labels", [np.array([3.7]), np.array([np.nan]), ["3"], [True]])
+def test_labels_must_be_integers(raw_root, tmp_path, labels):
+    entry = _one_detection(0)[0]
+    entry["labels"] = labels
+    _write_detections(raw_root, [entry])
+    report = build_source("llava", raw_root, tmp_path / "out", progress=False, options={"class_names": "lvis"})
+    assert dict(report.skipped["train"]) == {"bad_detection_entry": 1} and report.total_rows == 3

@@ -19,10 +19,12 @@ from conftest import CodeRunningPickle
 from corpus_rows import no_output_left
 
 from builders.build import build_source, make_builder
-from builders.errors import SourceFileError
+from builders.errors import BuildRejected, SourceFileError
 from builders.placeholders import region_refs, strip_image_token
 from builders.schema import validate
 from builders.sources.templates import REGION_CAPTION, REGION_CAPTION_SHORT, REGION_CAPTION_SHORT_APPEARANCE
+
+pytestmark = pytest.mark.usefixtures("records_only_builds")
 
 IMAGE_DIR = "images/mscoco/images/train2014"
 REF0 = {  # the first ref of RefCOCO, verbatim from docs/formats.md#refcoco-refer-release
@@ -262,7 +264,7 @@ def broken(kind: str) -> tuple[list, dict]:
     ("zero_size", {"bad_box_degenerate": 1}, 0),
     ("negative_size", {"bad_box_degenerate": 1}, 0),
     ("outside", {"bad_box_outside_image": 1}, 0),
-    ("string_nan", {"bad_box_nonfinite": 1}, 0),
+    ("string_nan", {"bad_box_format": 1}, 0),  # numbers must be numbers
     ("duplicate_ref", {"duplicate_id": 1}, 1),
     ("duplicate_ann", {"duplicate_id": 1}, 1),
     ("unknown_category", {"unknown_category": 1}, 0),
@@ -289,7 +291,7 @@ def test_cli_accepts_the_plus_in_refcoco_plus(tmp_path):
     root = write_refer(tmp_path / "raw", "refcoco+", "unc")
     out = tmp_path / "cli"
     command = [sys.executable, "-m", "gpt4roi.cli", "build", "source=refcoco+", f"raw_root={root}", f"out={out}",
-               "source.options.layout=refer", "split=[train,testA]"]
+               "source.options.layout=refer", "split=[train,testA]", "source.options.check_images=false"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "build_report.json").read_text())
@@ -313,3 +315,56 @@ def test_refs_outside_every_split_are_counted_once(tmp_path):
     assert dict(report.skipped) == {"train": {"wrong_record_type": 1, "unknown_split": 1},
                                     "validation": {"wrong_record_type": 1}}
     assert report.written["validation"] == {"region_caption_short": 1}
+
+
+def test_2017_image_names_by_option(tmp_path):
+    """GPT4RoI reads RefCOCO's pictures from COCO 2017-named files; the images are checked to exist."""
+    root = write_refer(tmp_path / "raw")
+    (root / "coco_imgs").mkdir()
+    for image_id in (581857, 98304):
+        (root / "coco_imgs" / f"{image_id:012d}.jpg").touch()
+    options = {"image_names": "2017", "image_dir": "coco_imgs", "check_images": True, "max_skip_share": 0.0}
+    build("refcoco", root, tmp_path / "out", options=options)
+    rows = load_all(tmp_path / "out")
+    assert rows["refcoco:validation:1"]["image"]["path"] == "coco_imgs/000000098304.jpg"
+    assert {row["image"]["path"] for row in rows.values()} == {"coco_imgs/000000581857.jpg", "coco_imgs/000000098304.jpg"}
+    # The default (2014 names) finds none of them there: every row is refused with the reason.
+    with pytest.raises(BuildRejected, match=r"image_missing: 3 \(e\.g\. row 'refcoco:train:0:0': "
+                                            r"coco_imgs/COCO_train2014_000000581857\.jpg not found"):
+        build("refcoco", root, tmp_path / "default", options={"image_dir": "coco_imgs", "check_images": True,
+                                                                "max_skip_share": 0.5},
+              splits=["train"])
+    with pytest.raises(ValueError, match="image_names must be one of"):
+        build("refcoco", root, tmp_path / "bad", options={"image_names": "2015"})
+
+
+@pytest.mark.parametrize(("mutate", "reason"), [
+    (lambda ref_list, inst: ref_list[1].update(ann_id=[3007]), "bad_id"),
+    (lambda ref_list, inst: ref_list[1].update(image_id={"id": 98304}), "bad_id"),
+    (lambda ref_list, inst: inst["images"][1].update(width="640"), "bad_image_size"),
+    (lambda ref_list, inst: inst["annotations"][1].update(bbox=[263.87, "216.88", 21.13, 15.17]), "bad_box_format"),
+    (lambda ref_list, inst: ref_list[1]["sentences"][0].update(sent="the <image> dog"), "schema_image_token_once_at_start"),
+    (lambda ref_list, inst: ref_list[1]["sentences"][0].update(sent="a <region2> dog"), "schema_no_placeholders_in_answers"),
+    (lambda ref_list, inst: ref_list[1]["sentences"][0].update(sent="dog " * 25_001), "text_too_long"),
+    (lambda ref_list, inst: ref_list[1]["sentences"][0].update(sent="dog \ud800"), "text_not_unicode"),
+])
+def test_hostile_refer_records_are_counted(tmp_path, mutate, reason):
+    ref_list, inst = refs(), instances()
+    mutate(ref_list, inst)
+    root = write_refer(tmp_path / "raw", ref_list=ref_list, inst=inst)
+    report = build("refcoco", root, tmp_path / "out", splits=["train", "validation"])
+    assert reason in report.skipped["validation"] and report.written["train"]["region_caption_short"] == 3
+
+
+def test_mdetr_original_id_must_be_an_id(tmp_path):
+    root = tmp_path / "raw"
+    folder = root / "mdetr_annotations"
+    folder.mkdir(parents=True)
+    entries = [{"file_name": "COCO_train2014_000000098304.jpg", "height": 480, "width": 640, "id": k,
+                "original_id": 98304 if k else [98304], "caption": "small dog"} for k in range(2)]
+    anns = [{"area": 1, "iscrowd": 0, "category_id": 18, "image_id": k, "id": k, "bbox": [263.87, 216.88, 21.13, 15.17],
+             "original_id": 3007 + k} for k in range(2)]
+    (folder / "finetune_refcoco_val.json").write_text(json.dumps(
+        {"images": entries, "annotations": anns, "categories": instances()["categories"]}))
+    report = build("refcoco", root, tmp_path / "out")
+    assert dict(report.skipped["validation"]) == {"bad_id": 1} and report.written["validation"]["region_caption_short"] == 1

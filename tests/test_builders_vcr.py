@@ -12,9 +12,11 @@ import pytest
 from corpus_rows import no_output_left, rows_by_id
 
 from builders.build import build_source, make_builder
-from builders.errors import SourceFileError, StrictModeError
+from builders.errors import BuildRejected, SourceFileError, StrictModeError
 from builders.readers import vcr_text
 from builders.schema import validate
+
+pytestmark = pytest.mark.usefixtures("records_only_builds")
 
 FRAME = ("lsmdc_1054_Harry_Potter_and_the_prisoner_of_azkaban/"
          "1054_Harry_Potter_and_the_prisoner_of_azkaban_00.01.46.736-00.01.50.168@0")
@@ -50,7 +52,7 @@ QAR_PROMPT = (
 @pytest.fixture(scope="module")
 def vcr_build(realdata, tmp_path_factory):
     out = tmp_path_factory.mktemp("vcr") / "built"
-    report = build_source("vcr", realdata / "vcr", out, progress=False)
+    report = build_source("vcr", realdata / "vcr", out, progress=False, options={"check_images": False})
     return out, report
 
 
@@ -195,7 +197,7 @@ def test_variants_and_segmentation_options(realdata, tmp_path):
 def test_cli_with_a_list_option(realdata, tmp_path):
     out = tmp_path / "cli"
     command = [sys.executable, "-m", "gpt4roi.cli", "build", "source=vcr", f"raw_root={realdata / 'vcr'}",
-               f"out={out}", "source.options.variants=[qa,qar]"]
+               f"out={out}", "source.options.variants=[qa,qar]", "source.options.check_images=false"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     saved = json.loads((out / "build_report.json").read_text())
@@ -270,13 +272,24 @@ def test_unreadable_metadata_skips_only_its_records(raw_root, real_record, tmp_p
     assert f"{FRAME}.json" in report.skip_examples["vcr_metadata_unreadable"][0]
 
 
-def test_test_split_records_are_counted_not_built(raw_root, real_record, tmp_path):
+def test_test_split_is_not_built_and_unlabelled_records_are_counted(raw_root, real_record, tmp_path):
+    """test.jsonl hides its labels: no row can come of it, so it is no split (a build of every split must not
+    fail on it); an unlabelled record elsewhere is a counted skip."""
     unlabelled = {k: v for k, v in real_record.items() if k not in ("answer_label", "rationale_label")}
     _write_jsonl(raw_root, [unlabelled], name="test.jsonl")
-    _write_jsonl(raw_root, [real_record])
+    _write_jsonl(raw_root, [real_record, unlabelled])
     report = build_source("vcr", raw_root, tmp_path / "out", progress=False)
-    assert dict(report.skipped["test"]) == {"unlabelled_item": 1}
-    assert "test" not in report.written and report.total_rows == 4
+    assert dict(report.skipped) == {"validation": {"unlabelled_item": 1}} and report.total_rows == 4
+    with pytest.raises(ValueError, match=r"split\(s\) \['test'\] not available"):
+        build_source("vcr", raw_root, tmp_path / "test", splits=["test"], progress=False)
+
+
+def test_empty_split_file_fails_the_build(raw_root, tmp_path):
+    """An empty val.jsonl (a failed download) held no record: the build stops instead of writing nothing."""
+    _write_jsonl(raw_root, [])
+    with pytest.raises(BuildRejected, match=r"vcr/validation kept no rows; skips by reason: none"):
+        build_source("vcr", raw_root, tmp_path / "out", progress=False, options={"max_skip_share": 1.0})
+    assert not (tmp_path / "out").exists()
 
 
 def test_degenerate_box_skips_only_the_variants_that_use_it(raw_root, real_record, tmp_path):

@@ -15,6 +15,8 @@ from builders.errors import SourceFileError
 from builders.placeholders import region_refs
 from builders.schema import validate
 
+pytestmark = pytest.mark.usefixtures("records_only_builds")
+
 REGIONS_PER_IMAGE = {1: 262, 2: 256, 3: 255}  # docs/formats.md#real-samples: 773 regions on images 1-3
 ROWS_PER_IMAGE = {1: 18, 2: 18, 3: 17}  # ceil(n / 15) rows of 14-15 turns
 
@@ -22,7 +24,7 @@ ROWS_PER_IMAGE = {1: 18, 2: 18, 3: 17}  # ceil(n / 15) rows of 14-15 turns
 @pytest.fixture(scope="module")
 def vg_build(realdata, tmp_path_factory):
     out = tmp_path_factory.mktemp("vg") / "built"
-    report = build_source("vg", realdata / "visual_genome", out, progress=False)
+    report = build_source("vg", realdata / "visual_genome", out, progress=False, options={"check_images": False})
     return out, report
 
 
@@ -174,7 +176,9 @@ def test_truncated_json_and_nan_literal_are_errors(vg_files, tmp_path):
     ({"width": 0}, "bad_box_degenerate"),
     ({"height": -20}, "bad_box_degenerate"),
     ({"x": 900}, "bad_box_outside_image"),
-    ({"x": "NaN"}, "bad_box_nonfinite"),
+    ({"x": "NaN"}, "bad_box_format"),  # numbers must be numbers, not strings
+    ({"x": "12"}, "bad_box_format"),
+    ({"x": True}, "bad_box_format"),
     ({"y": [1, 2]}, "bad_box_format"),
     ({"phrase": "   "}, "empty_phrase"),
     ({"image_id": 2}, "image_mismatch"),
@@ -242,3 +246,46 @@ def test_image_url_escaping_the_root_is_a_counted_skip(vg_files, tmp_path):
     report = build_source("vg", root, tmp_path / "out", progress=False)
     assert dict(report.skipped["train"]) == {"unsafe_image_path": 2}
     assert {row["image_id"] for row in load(tmp_path / "out")} == {"3"}
+
+
+@pytest.mark.parametrize(("annotations", "image_dir"), [
+    ("annotations", "images"),                    # GRiT's own datasets/vg layout
+    ("", "vg_all"),                               # GPT4RoI's visual_genome/train.json + vg_all/ (soft links)
+    ("VG_preprocessed_annotations", "images"),    # the download's folder name
+])
+def test_grit_files_and_pictures_found_where_the_releases_put_them(vg_files, tmp_path, annotations, image_dir):
+    image_data, records = vg_files
+    root = tmp_path / "grit"
+    (root / annotations).mkdir(parents=True, exist_ok=True)
+    (root / annotations / "train.json").write_text(json.dumps(grit_file(image_data, records)))
+    pictures = tmp_path / "elsewhere"
+    pictures.mkdir()
+    for info in image_data:
+        (pictures / f"{info['image_id']}.jpg").touch()
+    (root / image_dir).symlink_to(pictures)  # one folder of every VG picture, linked in
+    options = {"check_images": True, "max_skip_share": 0.0}
+    report = build_source("vg", root, tmp_path / "out", progress=False, options=options)
+    assert report.written == {"train": {"region_caption": 53}} and report.total_skipped == 0
+    assert {row["image"]["path"] for row in load(tmp_path / "out")} == {f"{image_dir}/{i}.jpg" for i in (1, 2, 3)}
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"width": float("inf")}, None),  # Infinity: ijson refuses the literal, the file is named
+    ({"width": "800"}, "bad_image_size"),
+    ({"width": 2 ** 40}, "bad_image_size"),
+    ({"height": [600]}, "bad_image_size"),
+    ({"id": [1]}, "bad_id"),
+])
+def test_grit_hostile_images(vg_files, tmp_path, change, reason):
+    image_data, records = vg_files
+    data = grit_file(image_data, records)
+    data["images"][0].update(change)
+    (tmp_path / "grit" / "annotations").mkdir(parents=True)
+    (tmp_path / "grit" / "annotations" / "train.json").write_text(json.dumps(data))
+    if reason is None:
+        with pytest.raises(SourceFileError, match=r"train\.json at record \d+: invalid or truncated JSON"):
+            build_source("vg", tmp_path / "grit", tmp_path / "out", progress=False)
+        return
+    report = build_source("vg", tmp_path / "grit", tmp_path / "out", progress=False)
+    assert report.skipped["train"][reason] == 1
+    assert report.written["train"]["region_caption"] == 35  # image 1 (18 rows of its regions) is gone

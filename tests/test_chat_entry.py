@@ -9,8 +9,8 @@ import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from gpt4roi.chat import GenerateAdapter, Session
-from gpt4roi.chat.loading import load_chat_model
+from gpt4roi.chat import Session
+from gpt4roi.chat.loading import GPT4RoIChat, load_chat_model
 from gpt4roi.cli import main as gpt4roi
 
 
@@ -80,8 +80,8 @@ def test_the_tiny_gpt4roi_answers_the_chat_rows(tiny):
 
     model, name = tiny
     assert name == "GPT4RoI tiny (randomly initialised)"
-    assert isinstance(model, GenerateAdapter)
-    inner = model.model
+    assert isinstance(model, GPT4RoIChat)
+    inner = model
     (_, first), (row, second) = ask_twice(model)
     assert row["conversations"][1]["value"] == first  # the first answer is in the second row's history
     # The chat's row (embedded image, regions, whole history) goes to GPT4RoI unchanged.
@@ -98,7 +98,7 @@ def test_saved_models_and_training_checkpoints_load_with_their_weights(tmp_path)
     from gpt4roi.train import checkpoint
 
     model, _ = load_chat_model("tiny", max_new_tokens=4)
-    inner = model.model
+    inner = model
     with torch.no_grad():  # weights that a fresh (seeded) random init would not have
         for parameter in inner.model.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
@@ -108,12 +108,12 @@ def test_saved_models_and_training_checkpoints_load_with_their_weights(tmp_path)
     save_pretrained(inner.model, inner.processor, tmp_path / "run" / "hf")
     identity = OmegaConf.to_container(OmegaConf.load(config_dir() / "architecture" / "tiny.yaml"))
     for key in ("image_root", "max_length"):  # as the training harness records a model's identity
-        identity.pop(key)
+        identity.pop(key, None)
     checkpoint.save_weights(tmp_path / "final", inner.model, {"model": identity, "step": 1})
 
     for folder in (tmp_path / "run" / "hf", tmp_path / "run", tmp_path / "final"):
         loaded, name = load_chat_model(str(folder), max_new_tokens=4)
         assert str(folder) in name
-        weights = loaded.model.model.state_dict()
+        weights = loaded.model.state_dict()
         assert all(torch.equal(weights[key], value) for key, value in trained.items())
         assert [answer for _, answer in ask_twice(loaded)] == expected

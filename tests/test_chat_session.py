@@ -94,6 +94,7 @@ def test_a_question_without_boxes_sends_no_regions_and_pending_boxes_wait():
     ("   ", "the message is empty"),
     ("<image> what is <region1>?", "<image> is added by the chat itself"),
     ("What is <region2>?", "box(es) 1 would be sent to the model without being referred to"),
+    ("What is \ud800 <region1>?", "the message holds a broken character (an unpaired surrogate)"),
 ])
 def test_bad_messages_are_refused_with_a_clear_message_and_nothing_is_asked(message, expected):
     model = Recorder()

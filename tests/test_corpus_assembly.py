@@ -31,9 +31,10 @@ def _run(tmp_path: Path, sources: dict, *, eval: dict | None = None, name: str =
 
 def test_fingerprint_is_identical_across_two_runs(realdata, tmp_path):
     coco = str(realdata / "coco" / "coco_mini_2017")
-    sources = {"coco": {"builder": "coco", "raw": coco},
-               "coco_sampled": {"builder": "coco", "raw": coco, "options": {"max_regions": 5}, "sample": 20,
-                                "repeat": 2}}
+    annotations_only = {"check_images": False}  # the real sample ships no pictures
+    sources = {"coco": {"builder": "coco", "raw": coco, "options": annotations_only},
+               "coco_sampled": {"builder": "coco", "raw": coco, "options": {"max_regions": 5, **annotations_only},
+                                "sample": 20, "repeat": 2}}
     first = _run(tmp_path, sources, name="a", plots=True)
     second = _run(tmp_path, sources, name="b", plots=True, builds=tmp_path / "other_builds")
     assert first["fingerprint"] == second["fingerprint"]
@@ -157,10 +158,12 @@ def test_variants_split_one_build_into_configs(tmp_path):
 
 
 def test_builds_are_reused_when_up_to_date(realdata, tmp_path):
-    sources = {"coco": {"builder": "coco", "raw": str(realdata / "coco" / "coco_mini_2017")}}
+    sources = {"coco": {"builder": "coco", "raw": str(realdata / "coco" / "coco_mini_2017"),
+                        "options": {"check_images": False}}}  # the real sample ships no pictures
     first = _run(tmp_path, sources, name="one", builds=tmp_path / "builds")
     second = _run(tmp_path, sources, name="two", builds=tmp_path / "builds")
-    changed = _run(tmp_path, {"coco": {**sources["coco"], "options": {"max_regions": 3}}}, name="three",
+    changed = _run(tmp_path, {"coco": {**sources["coco"], "options": {"max_regions": 3, "check_images": False}}},
+                   name="three",
                    builds=tmp_path / "builds")
     assert [b["reused"] for b in (first["builds"][0], second["builds"][0], changed["builds"][0])] == [False, True, False]
     assert first["fingerprint"] == second["fingerprint"] != changed["fingerprint"]

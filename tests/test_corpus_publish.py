@@ -159,3 +159,64 @@ def test_command_entry_point_dry_run(folder, no_network, capsys):
     assert "dry run" in capsys.readouterr().out
     with pytest.raises(ValueError, match="repo_id"):
         publish(folder, "no-slash", dry_run=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_publish_in_offline_mode_is_a_clear_error_not_a_traceback(folder, capsys):
+    """Tests run with HF_HUB_OFFLINE=1: the real client refuses before any socket; the command says so."""
+    from gpt4roi.cli import main
+
+    assert main(["publish", f"folder={folder}", "repo_id=someone/corpus"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("gpt4roi publish: error: cannot reach the Hub (https://huggingface.co) to upload to "
+                            "datasets/someone/corpus: OfflineModeIsEnabled: ")
+    assert "run the same command again" in error and "Traceback" not in error
+
+
+def test_publish_with_no_server_listening_is_a_clear_error(folder, monkeypatch):
+    from huggingface_hub import HfApi, constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(publish_module.PublishFailed) as caught:
+        publish(folder, "someone/corpus", api=HfApi(endpoint=endpoint, token="hf_not_a_real_token"))
+    assert str(caught.value).startswith(f"cannot reach the Hub ({endpoint}) to upload to datasets/someone/corpus: "
+                                        "ConnectError: ")
+    assert "hf_not_a_real_token" not in str(caught.value)
+
+
+def test_a_hub_refusing_the_token_is_a_clear_error(folder, monkeypatch):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from huggingface_hub import HfApi, constants
+
+    class Unauthorized(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            body = b'{"error": "Invalid credentials in Authorization header"}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Unauthorized)
+    Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(publish_module.PublishFailed) as caught:
+            publish(folder, "someone/corpus", api=HfApi(endpoint=endpoint, token="hf_wrong"))
+    finally:
+        server.shutdown()
+    message = str(caught.value)
+    assert message.startswith(f"the Hub ({endpoint}) refused the upload to datasets/someone/corpus: ")
+    assert "401" in message and "HF_TOKEN or `hf auth login`" in message

@@ -1,17 +1,14 @@
-"""Metrics: captioning equals COCOEvalCap, bootstrap and paired tests on data with known answers, letter
+"""Metrics: captioning equals COCOEvalCap (the bootstrap is in tests/test_eval_statistics.py), letter
 parsing, semantic similarity and IoU."""
 
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 
-import numpy as np
 import pytest
 
 from evaluators.metrics import captioning
-from evaluators.metrics.bootstrap import bootstrap_ci, paired_bootstrap_pvalue
 from evaluators.metrics.captioning import CAPTION_METRICS, score_captions, spice_unavailable_reason
 from evaluators.metrics.choice import correct, letter_distribution, parse_letter
 from evaluators.metrics.meteor import PipelinedMeteor
@@ -110,47 +107,6 @@ def test_spice_is_unavailable_not_zero_without_its_jars(tmp_path, monkeypatch):
 def test_captions_without_references_are_refused():
     with pytest.raises(ValueError, match="item 1 has no reference"):
         captioning.tokenize_once(["a", "b"], [["a"], []])
-
-
-def test_bootstrap_interval_matches_the_normal_approximation():
-    rng = np.random.default_rng(3)
-    hits = (rng.random(2000) < 0.3).astype(float) * 100
-    low, high = bootstrap_ci(hits, resamples=2000, seed=1)
-    mean, se = hits.mean(), hits.std() / math.sqrt(hits.size)
-    assert low < mean < high
-    assert low == pytest.approx(mean - 1.96 * se, abs=0.4) and high == pytest.approx(mean + 1.96 * se, abs=0.4)
-    assert bootstrap_ci([50.0] * 30) == (50.0, 50.0)
-    # a corpus statistic keeps the spread of the items and moves to its own value
-    shifted = bootstrap_ci(hits, resamples=2000, seed=1, center=mean + 5)
-    assert shifted == pytest.approx((low + 5, high + 5))
-    assert all(math.isnan(v) for v in bootstrap_ci([]))
-
-
-def test_paired_bootstrap_pvalues_on_known_cases():
-    rng = np.random.default_rng(0)
-    a = rng.normal(50, 10, size=200)
-    assert paired_bootstrap_pvalue(a, a) == 1.0
-    # a constant improvement has no resampling spread at all: the smallest p the test can give
-    assert paired_bootstrap_pvalue(a + 1, a, resamples=999) == pytest.approx(1 / 1000)
-    # a large, consistent difference is significant; a tiny one within the noise is not
-    b = a + rng.normal(5, 3, size=200)
-    assert paired_bootstrap_pvalue(b, a) < 0.01
-    c = a + rng.normal(0.05, 10, size=200)
-    assert paired_bootstrap_pvalue(c, a) > 0.2
-    with pytest.raises(ValueError, match="one shape"):
-        paired_bootstrap_pvalue([1, 2], [1])
-
-
-def test_paired_bootstrap_is_calibrated_under_the_null():
-    """Two systems with the same accuracy: p < 0.05 in about 5% of experiments."""
-    rejections = 0
-    experiments = 300
-    for seed in range(experiments):
-        rng = np.random.default_rng(100 + seed)
-        a = (rng.random(150) < 0.6) * 100.0
-        b = (rng.random(150) < 0.6) * 100.0
-        rejections += paired_bootstrap_pvalue(a, b, resamples=400, seed=seed) < 0.05
-    assert 0.02 <= rejections / experiments <= 0.10
 
 
 @pytest.mark.parametrize(("answer", "expected"), [

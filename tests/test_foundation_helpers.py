@@ -77,18 +77,21 @@ def test_safe_pickle_refuses_code_and_admits_plain_data(tmp_path):
     assert not marker.exists()
 
 
-def test_resolve_under_refuses_escapes(tmp_path):
+def test_resolve_under_refuses_lexical_escapes_and_follows_user_symlinks(tmp_path):
     (tmp_path / "images").mkdir()
-    assert relative_image_path(tmp_path, "images/a.jpg") == "images/a.jpg"
-    for bad in ("../outside.jpg", "/etc/passwd", "images/../../x.jpg", ""):
+    assert relative_image_path("images/a.jpg") == "images/a.jpg"
+    assert relative_image_path("./images//a.jpg") == "images/a.jpg"
+    for bad in ("../outside.jpg", "/etc/passwd", "images/../../x.jpg", "", ".", "a\x00b"):
         with pytest.raises(SkipRecord) as info:
             resolve_under(tmp_path, bad)
         assert info.value.reason == "unsafe_image_path"
+    # A link the user made inside the raw root (GPT4RoI's README: "soft link them to this directory") is
+    # part of their layout and is followed; only the annotation's text is checked.
     outside = tmp_path.parent / "outside_target"
     outside.mkdir(exist_ok=True)
+    (outside / "a.jpg").write_bytes(b"jpg")
     (tmp_path / "link").symlink_to(outside)
-    with pytest.raises(SkipRecord):
-        resolve_under(tmp_path, "link/a.jpg")
+    assert resolve_under(tmp_path, "link/a.jpg").read_bytes() == b"jpg"
 
 
 def test_read_json_errors_name_file_and_position(tmp_path):

@@ -70,18 +70,21 @@ def test_tiny_model_overfits_region_captions_and_generates_them():
     model, processor = build_model(yaml.safe_load(TINY.read_text()))
     model.set_trainable(["vision", "projector", "region_module", "llm"])
     batch = processor(rows)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    # As the baselines' overfit test: lr 1e-3 and trained on to 0.005. At lr 2e-3 and a batch mean of 0.05 one
+    # row's greedy caption could still differ (the two regions of an image share their prompt; only the <roi>
+    # feature tells them apart), so the test failed on some machines.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     model.train()
     losses = []
-    for _ in range(400):
+    for _ in range(600):
         loss = model(**batch).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        if losses[-1] < 0.05:
+        if losses[-1] < 0.005:
             break
-    assert losses[-1] < 0.05, f"loss after {len(losses)} steps: {losses[-1]:.3f} (start {losses[0]:.3f})"
+    assert losses[-1] < 0.005, f"loss after {len(losses)} steps: {losses[-1]:.4f} (start {losses[0]:.3f})"
     print(f"tiny GPT4RoI overfit: loss {losses[0]:.3f} -> {losses[-1]:.4f} in {len(losses)} steps")
     answers = generate_for_rows(model, processor, rows, max_new_tokens=12)
     assert answers == [row["conversations"][1]["value"] for row in rows]

@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,7 @@ from builders.schema import FEATURES
 from builders.storage.datafolder import SplitFiles, folder_fingerprint
 from builders.storage.output import ShardedParquetWriter, atomic_directory
 from builders.storage.report import package_versions
+from builders.workers import default_num_proc
 
 REPORT_NAME = "corpus_report.json"
 
@@ -122,12 +125,16 @@ class Assembler:
         self.counts: dict[str, dict[str, EntryCounts]] = {}
         self.files: dict[str, dict[str, list[str]]] = defaultdict(dict)
         self.bytes: dict[str, dict[str, int]] = defaultdict(dict)
+        self.readers: ThreadPoolExecutor | None = None
 
     def run(self) -> None:
-        for entry in self.recipe.sources:
-            build = self.builds[entry.spec]
-            for split in entry.splits:
-                self.counts.setdefault(entry.name, {})[split] = self._assemble(entry, build, split)
+        threads = self.settings.num_proc or default_num_proc()
+        with ThreadPoolExecutor(threads) if self.settings.embed_images and threads > 1 else nullcontext() as pool:
+            self.readers = pool  # image file reads for embed_images, in order whatever the thread count
+            for entry in self.recipe.sources:
+                build = self.builds[entry.spec]
+                for split in entry.splits:
+                    self.counts.setdefault(entry.name, {})[split] = self._assemble(entry, build, split)
 
     def _decide(self, entry: Entry, split: str, batch: pa.RecordBatch, counts: EntryCounts,
                 pool: Candidates, position: int) -> None:
@@ -226,7 +233,7 @@ class Assembler:
             return 0
         table = repeated(take_rows(batch, rows), entry.repeat)
         if self.settings.embed_images:
-            table = embed_images(table, build.raw_root, f"{build.folder} ({entry.name}/{split})")
+            table = embed_images(table, build.raw_root, f"{build.folder} ({entry.name}/{split})", pool=self.readers)
         if self.settings.validate:
             validate_table(table)
         writer.write_table(table)

@@ -54,7 +54,7 @@ def prepare_builds(recipe: Recipe, settings: Settings) -> dict[BuildSpec, Build]
             if not reused:
                 build_source(spec.builder, raw_root, folder, splits=sorted(needed), seed=settings.seed,
                              options=options_dict(spec), max_shard_bytes=settings.max_shard_bytes,
-                             progress=settings.progress)
+                             progress=settings.progress, num_proc=settings.num_proc)
         report_path = folder / "build_report.json"
         report = json.loads(report_path.read_text()) if report_path.is_file() else {}
         build = Build(spec, folder, raw_root, report, reused, {s.split: s for s in list_splits(folder)})

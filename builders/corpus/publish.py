@@ -9,7 +9,9 @@ The upload uses ``HfApi.create_repo`` (``exist_ok``), ``create_branch`` for a ``
 then ``upload_large_folder`` when the client has it and the folder is big, otherwise one ``upload_folder``
 commit, or — for a big folder — one commit per config and the card last, so that no single commit carries
 more than one config's shards. The token comes from the standard places (``HF_TOKEN``, the cached login)
-through ``huggingface_hub`` itself; this module never reads or prints it.
+through ``huggingface_hub`` itself; this module never reads or prints it. A Hub that cannot be reached (no
+network, offline mode, DNS, timeouts) or that refuses the request (token, permissions) raises
+:class:`PublishFailed` with what to do, never a connection traceback.
 """
 
 from __future__ import annotations
@@ -28,6 +30,20 @@ from builders.storage.datafolder import list_splits
 
 DEFAULT_LARGE_FOLDER_BYTES = 5 * 1024 ** 3
 SKIPPED_NAMES = (".cache", ".git", ".huggingface")
+
+
+class PublishFailed(BuildError):
+    """The Hub could not be reached, or refused the upload; the message says which and what to do."""
+
+
+def _unreachable_errors() -> tuple[type[BaseException], ...]:
+    """What ``huggingface_hub`` raises when no answer comes back: its HTTP client's transport errors, and the
+    standard library's (offline mode raises a ``ConnectionError``; DNS a ``socket.gaierror``)."""
+    import socket
+
+    import httpx2
+
+    return httpx2.TransportError, ConnectionError, TimeoutError, socket.gaierror
 
 
 class PublishRefused(BuildError):
@@ -173,6 +189,23 @@ def upload(check: FolderCheck, repo_id: str, *, api: Any, private: bool = False,
     return str(url)
 
 
+def _send(check: FolderCheck, repo_id: str, api: Any, **options: Any) -> str:
+    """:func:`upload`, with the Hub's failures turned into :class:`PublishFailed`."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    endpoint = getattr(api, "endpoint", None) or "the Hugging Face Hub"
+    try:
+        return upload(check, repo_id, api=api, **options)
+    except HfHubHTTPError as exc:
+        raise PublishFailed(f"the Hub ({endpoint}) refused the upload to datasets/{repo_id}: {exc}. Check the "
+                            "token (HF_TOKEN or `hf auth login`) and that it may write to that repository"
+                            ) from None
+    except _unreachable_errors() as exc:
+        raise PublishFailed(f"cannot reach the Hub ({endpoint}) to upload to datasets/{repo_id}: "
+                            f"{type(exc).__name__}: {exc}. Check the network connection (and HF_ENDPOINT, "
+                            "HF_HUB_OFFLINE, proxy settings), then run the same command again") from None
+
+
 def publish(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
             dry_run: bool = False, api: Any = None, large_folder_bytes: int = DEFAULT_LARGE_FOLDER_BYTES,
             validate_rows: bool = True) -> FolderCheck:
@@ -191,8 +224,7 @@ def publish(folder: str | Path, repo_id: str, *, private: bool = False, revision
 
         enable_progress_bars()
         api = HfApi()
-    url = upload(check, repo_id, api=api, private=private, revision=revision,
-                 large_folder_bytes=large_folder_bytes)
+    url = _send(check, repo_id, api, private=private, revision=revision, large_folder_bytes=large_folder_bytes)
     print(f"uploaded {len(check.files)} files ({human_bytes(check.total_bytes)}) to {url}")
     return check
 

@@ -31,6 +31,7 @@ class Settings:
     plots: bool = True
     progress: bool = True
     batch_rows: int = 1000
+    num_proc: int | None = None  # processes for the source builds and image embedding; None = the machine's cores
 
     def builds_dir(self) -> Path:
         return self.builds or self.out.parent / f"{self.out.name}.builds"
@@ -44,4 +45,5 @@ def settings_from_cfg(cfg: Any) -> Settings:
         dedup=bool(cfg.dedup), decontaminate=bool(cfg.decontaminate),
         decontaminate_level=str(cfg.decontaminate_level), iou=float(cfg.iou), phash=cfg.phash,
         max_hash_distance=int(cfg.max_hash_distance), validate=bool(cfg.validate), card=bool(cfg.card),
-        plots=bool(cfg.plots), progress=bool(cfg.progress))
+        plots=bool(cfg.plots), progress=bool(cfg.progress),
+        num_proc=None if cfg.get("num_proc") is None else int(cfg.num_proc))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from builders.errors import SkipRecord, SourceFileError
+from builders.limits import checked_name, image_side
 from builders.readers.jsonio import iter_json_array, read_json, require_keys
 from builders.readers.paths import relative_image_path
 from builders.storage.report import BuildReport
@@ -47,7 +48,9 @@ class CocoIndex:
     categories: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path, *, report: BuildReport, split: str, require_categories: bool = True) -> CocoIndex:
+    def load(cls, path: Path, *, report: BuildReport, split: str, require_categories: bool = True,
+             string_sizes: bool = False) -> CocoIndex:
+        """Index a COCO-format file; ``string_sizes`` admits ``"640"`` as a size (MDETR's Flickr30K files)."""
         data = read_json(path, expect=dict)
         required = ("images", "annotations") + (("categories",) if require_categories else ())
         for key in required:
@@ -56,43 +59,76 @@ class CocoIndex:
             if not isinstance(data[key], list):
                 raise SourceFileError(path, f"{key!r} is a {type(data[key]).__name__}", expected="a list")
         index = cls(path=path)
-        for category in data.get("categories", []):
-            index.categories[category["id"]] = category
+        categories = data.get("categories", [])
+        for position, category in enumerate(categories if isinstance(categories, list) else []):
+            with report.skipping(split, f"{path.name} category {position}"):
+                require_keys(category, ("id", "name"), "category")
+                checked_name(category["name"], "category name")
+                index.categories[record_id(category["id"], "category id")] = category
         for image in data["images"]:
-            with report.skipping(split, f"{path.name} image id={image.get('id') if isinstance(image, dict) else '?'}"):
+            with report.skipping(split, f"{path.name} image id={_shown_id(image)}"):
                 require_keys(image, ("id", "file_name", "width", "height"), "image")
-                if image["id"] in index.images_by_id:
-                    raise SkipRecord("duplicate_id", f"image id {image['id']} appears twice")
-                width, height = int(image["width"]), int(image["height"])
-                if width <= 0 or height <= 0:
-                    raise SkipRecord("bad_image_size", f"{width}x{height}")
-                index.images_by_id[image["id"]] = image
+                image_id = record_id(image["id"], "image id")
+                if image_id in index.images_by_id:
+                    raise SkipRecord("duplicate_id", f"image id {image_id!r} appears twice")
+                width = image_side(image["width"], "width", digits_allowed=string_sizes)
+                height = image_side(image["height"], "height", digits_allowed=string_sizes)
+                index.images_by_id[image_id] = {**image, "width": width, "height": height}
         for ann in data["annotations"]:
-            with report.skipping(split, f"{path.name} annotation id={ann.get('id') if isinstance(ann, dict) else '?'}"):
+            with report.skipping(split, f"{path.name} annotation id={_shown_id(ann)}"):
                 require_keys(ann, ("id", "image_id", "bbox"), "annotation")
-                if ann["id"] in index.anns_by_id:
-                    raise SkipRecord("duplicate_id", f"annotation id {ann['id']} appears twice")
-                if ann["image_id"] not in index.images_by_id:
-                    raise SkipRecord("missing_image", f"image id {ann['image_id']} is not in 'images'")
-                index.anns_by_id[ann["id"]] = ann
+                ann_id = record_id(ann["id"], "annotation id")
+                if ann_id in index.anns_by_id:
+                    raise SkipRecord("duplicate_id", f"annotation id {ann_id!r} appears twice")
+                if record_id(ann["image_id"], "image_id") not in index.images_by_id:
+                    raise SkipRecord("missing_image", f"image id {ann['image_id']!r} is not in 'images'")
+                index.anns_by_id[ann_id] = ann
                 index.anns_by_image[ann["image_id"]].append(ann)
         return index
 
     def images(self) -> Iterator[dict[str, Any]]:
-        """Images in ascending id order (deterministic whatever the file's order)."""
-        for image_id in sorted(self.images_by_id):
+        """Images in ascending id order, integer ids before string ids (deterministic whatever the file's order).
+
+        Sizes are already checked whole numbers of pixels (:func:`builders.limits.image_side`).
+        """
+        for image_id in sorted(self.images_by_id, key=id_order):
             yield self.images_by_id[image_id]
 
-    def annotations_of(self, image_id: int) -> list[dict[str, Any]]:
-        return sorted(self.anns_by_image.get(image_id, []), key=lambda ann: ann["id"])
+    def annotations_of(self, image_id: int | str) -> list[dict[str, Any]]:
+        return sorted(self.anns_by_image.get(image_id, []), key=lambda ann: id_order(ann["id"]))
 
     def category_name(self, ann: dict[str, Any]) -> str:
-        category = self.categories.get(ann.get("category_id"))
+        category_id = ann.get("category_id")
+        category = self.categories.get(category_id) if _is_id(category_id) else None
         if category is None:
-            raise SkipRecord("unknown_category", f"category_id {ann.get('category_id')!r} is not in 'categories'")
+            raise SkipRecord("unknown_category", f"category_id {category_id!r} is not in 'categories'")
         return category["name"]
 
     @staticmethod
-    def image_path(image: dict[str, Any], image_dir: str, raw_root: Path) -> str:
+    def image_path(image: dict[str, Any], image_dir: str) -> str:
         """The image's path relative to the raw root, checked not to escape it."""
-        return relative_image_path(raw_root, f"{image_dir}/{image['file_name']}" if image_dir else image["file_name"])
+        name = image["file_name"]
+        if not isinstance(name, str):
+            raise SkipRecord("unsafe_image_path", f"file_name {name!r} is not a string")
+        return relative_image_path(f"{image_dir}/{name}" if image_dir else name)
+
+
+def record_id(value: Any, what: str) -> int | str:
+    """An id as the releases write them: an integer or a string. Anything else (a list, a float, ``true``)
+    is a :class:`SkipRecord` (``bad_id``): it could not be looked up, sorted or written as a key."""
+    if not _is_id(value):
+        raise SkipRecord("bad_id", f"{what} {value!r} is a {type(value).__name__}, expected an integer or a string")
+    return value
+
+
+def id_order(value: int | str) -> tuple[bool, int | str]:
+    """Sort key of mixed ids: integers first, in numeric order, then strings."""
+    return isinstance(value, str), value
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _shown_id(record: Any) -> Any:
+    return record.get("id") if isinstance(record, dict) else "?"

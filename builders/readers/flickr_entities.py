@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builders.errors import SkipRecord, SourceFileError
+from builders.limits import image_side
 from builders.readers.jsonio import read_text
 
 NOT_VISUAL = "notvisual"
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _HEADER = re.compile(r"/EN#(\d+)((?:/[^/\s]+)+)\s+(\S.*)", re.DOTALL)
 
 
@@ -112,12 +114,10 @@ def read_entity_boxes(path: Path) -> EntityBoxes:
     if root.tag != "annotation":
         raise SkipRecord("malformed_xml", f"{path.name}: root element <{root.tag}>, expected <annotation>")
     try:
-        width = int(root.findtext("size/width", "").strip())
-        height = int(root.findtext("size/height", "").strip())
-    except ValueError:
-        raise SkipRecord("bad_image_size", f"{path.name}: <size> lacks an integer <width> and <height>") from None
-    if width <= 0 or height <= 0:
-        raise SkipRecord("bad_image_size", f"{path.name}: {width}x{height}")
+        width = image_side(root.findtext("size/width", ""), "width", digits_allowed=True)
+        height = image_side(root.findtext("size/height", ""), "height", digits_allowed=True)
+    except SkipRecord as error:
+        raise SkipRecord("bad_image_size", f"{path.name}: <size>: {error.detail}") from None
     entities = EntityBoxes(width, height)
     for obj in root.findall("object"):
         chains = [name.text.strip() for name in obj.findall("name") if name.text and name.text.strip()]
@@ -130,6 +130,17 @@ def read_entity_boxes(path: Path) -> EntityBoxes:
             if (obj.findtext("scene") or "0").strip() == "1":
                 entities.scene.add(chain)
     return entities
+
+
+def xml_box(raw: list[str | None]) -> list[float]:
+    """The four texts of a ``<bndbox>`` as numbers; a missing or non-numeric one is a :class:`SkipRecord`.
+
+    Only decimal numbers count (``float`` alone would also take ``"nan"``, ``"inf"`` and ``"1_0"``).
+    """
+    texts = [(text or "").strip() for text in raw]
+    if len(texts) != 4 or not all(_NUMBER.fullmatch(text) for text in texts):
+        raise SkipRecord("bad_box_format", f"<bndbox> values {raw!r} are not four numbers")
+    return [float(text) for text in texts]
 
 
 def read_unrelated_captions(path: Path) -> tuple[set[tuple[str, int]], list[int]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from builders.errors import SkipRecord
+from builders.limits import image_side
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -21,8 +22,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
             width, height = image.size
     except FileNotFoundError as exc:
         raise SkipRecord("image_missing", f"{path} does not exist (its size is needed)") from exc
+    except Image.DecompressionBombError as exc:  # refused from the header, before any pixel is decoded
+        raise SkipRecord("image_too_large", f"{path}: {exc}") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise SkipRecord("image_unreadable", f"{path}: {exc}") from exc
-    if width <= 0 or height <= 0:
-        raise SkipRecord("image_unreadable", f"{path}: size {width}x{height}")
-    return int(width), int(height)
+    return image_side(width, f"{path} width"), image_side(height, f"{path} height")

@@ -11,21 +11,34 @@ import random
 from collections.abc import Sequence
 
 from builders.placeholders import IMAGE_TOKEN, region_token
-from builders.sources.base import turn
 
 
 def caption_turns(answers: Sequence[str], templates: Sequence[str], rng: random.Random) -> list[dict[str, str]]:
     """One human/gpt pair per answer; turn K asks about ``<regionK>`` with a template drawn from ``rng``."""
     turns: list[dict[str, str]] = []
     draw, count = rng.random, len(templates)
-    for k, answer in enumerate(answers, start=1):
-        # index arithmetic on random() is a few times cheaper than rng.choice, which matters at 5.4 M turns
-        question = templates[int(draw() * count)].format(region=region_token(k))
-        if k == 1:
-            question = f"{IMAGE_TOKEN}\n{question}"
-        turns.append(turn("human", question))
-        turns.append(turn("gpt", answer))
+    # index arithmetic on random() is a few times cheaper than rng.choice, and the questions are formatted
+    # once per (templates, K): both matter at 5.4 M turns. Dict literals spare a call per turn.
+    # the question table may run longer than this row's answers
+    for questions, answer in zip(_questions(templates, len(answers)), answers, strict=False):
+        turns += ({"from": "human", "value": questions[int(draw() * count)]}, {"from": "gpt", "value": answer})
     return turns
+
+
+_QUESTIONS: dict[int, tuple[Sequence[str], list[tuple[str, ...]]]] = {}
+
+
+def _questions(templates: Sequence[str], n_regions: int) -> list[tuple[str, ...]]:
+    """Entry K-1: every template filled in for ``<regionK>`` (opened by ``<image>`` when K = 1), for K up to
+    at least ``n_regions``; cached per template list, and grown when a row asks about more regions."""
+    cached = _QUESTIONS.get(id(templates))
+    if cached is None or cached[0] is not templates:  # the identity check guards against a reused id()
+        cached = _QUESTIONS[id(templates)] = (templates, [])
+    table = cached[1]
+    for k in range(len(table) + 1, n_regions + 1):
+        questions = tuple(template.format(region=region_token(k)) for template in templates)
+        table.append(tuple(f"{IMAGE_TOKEN}\n{question}" for question in questions) if k == 1 else questions)
+    return table
 
 
 def balanced_chunks(count: int, max_size: int) -> list[tuple[int, int]]:

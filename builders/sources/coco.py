@@ -61,7 +61,7 @@ class CocoBuilder(RegionBuilder):
                     key = str(image_id) if k == 0 else f"{image_id}:{k}"
                     yield self.make_row(
                         key=key, split=split, task="region_category",
-                        image=index.image_path(image, image_dir, self.raw_root), image_id=str(image_id),
+                        image=index.image_path(image, image_dir), image_id=str(image_id),
                         width=image["width"], height=image["height"], regions=chunk,
                         conversations=self._conversation(chunk, vocabulary, rng),
                         meta={"coco_image_id": image_id, "file_name": image["file_name"],

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from builders.boxes import checked_box, union_box, voc_to_xyxy
+from builders.boxes import checked_box, union_box, voc_to_xyxy, xywh_to_xyxy
 from builders.errors import SkipRecord
 from builders.placeholders import IMAGE_TOKEN, region_token
 from builders.readers.cocofile import CocoIndex
@@ -37,6 +37,7 @@ from builders.readers.flickr_entities import (
     parse_caption,
     read_split_ids,
     read_unrelated_captions,
+    xml_box,
 )
 from builders.readers.jsonio import require_keys
 from builders.readers.paths import relative_image_path
@@ -47,6 +48,7 @@ from builders.sources.templates import MULTI_REGION_DESCRIBE, MULTI_REGION_MATCH
 TASK = "multi_region_caption"
 SPLIT_FILES = {"train": "train", "validation": "val", "test": "test"}
 LAYOUTS = ("auto", "entities", "mdetr")
+MDETR_DIR = "mdetr_annotations"
 BOX_MODES = ("merged", "separate")
 
 # One follow-up turn: the phrase that answers it and the regions it asks about.
@@ -79,8 +81,11 @@ class Flickr30kBuilder(RegionBuilder):
         return "entities"
 
     def _mdetr_path(self, split: str) -> Path:
+        """MDETR's file in ``mdetr_annotations/`` (where MDETR's download and GPT4RoI put it), else the root."""
         kind = "mergedGT" if self.variant == "merged" else "separateGT"
-        return self.raw_root / f"final_flickr_{kind}_{SPLIT_FILES[split]}.json"
+        name = f"final_flickr_{kind}_{SPLIT_FILES[split]}.json"
+        in_folder = self.raw_root / MDETR_DIR / name
+        return in_folder if in_folder.is_file() else self.raw_root / name
 
     def available_splits(self) -> list[str]:
         if self.layout == "mdetr":
@@ -136,7 +141,7 @@ class Flickr30kBuilder(RegionBuilder):
         if self._files is None:
             self._files = EntitiesFiles(self.raw_root)
         lines, entities = self._files.read(image_id)
-        image_path = relative_image_path(self.raw_root, f"{self.options['image_dir']}/{image_id}.jpg")
+        image_path = relative_image_path(f"{self.options['image_dir']}/{image_id}.jpg")
         return lines, entities, image_path
 
     def _checked_chain_boxes(self, split: str, image_id: str, entities: EntityBoxes) -> dict[str, list[list[float]]]:
@@ -146,7 +151,7 @@ class Flickr30kBuilder(RegionBuilder):
             good = []
             for raw in raw_boxes:
                 with self.skipping(split, f"Annotations/{image_id}.xml chain {chain} box {raw}"):
-                    good.append(checked_box(voc_to_xyxy(raw), entities.width, entities.height))
+                    good.append(checked_box(voc_to_xyxy(xml_box(raw)), entities.width, entities.height))
             if good:
                 checked[chain] = good
         return checked
@@ -174,7 +179,7 @@ class Flickr30kBuilder(RegionBuilder):
     def _mdetr_rows(self, split: str) -> Iterator[dict[str, Any]]:
         path = self._mdetr_path(split)
         self.report.add_input(path)
-        index = CocoIndex.load(path, report=self.report, split=split, require_categories=False)
+        index = CocoIndex.load(path, report=self.report, split=split, require_categories=False, string_sizes=True)
         unrelated = self._unrelated_captions(split)
         seen: set[str] = set()
         for entry in index.images():
@@ -187,32 +192,42 @@ class Flickr30kBuilder(RegionBuilder):
                    unrelated: set[tuple[str, int]], seen: set[str]) -> dict[str, Any]:
         """The row of one MDETR image entry, which is one caption of a Flickr30K image."""
         require_keys(entry, ("caption", "original_img_id", "sentence_id"), "image")
-        flickr_id, sentence_id = str(entry["original_img_id"]), int(entry["sentence_id"])
+        flickr_id, sentence_id = _whole_number(entry["original_img_id"]), _whole_number(entry["sentence_id"])
+        if not isinstance(entry["caption"], str):
+            raise SkipRecord("wrong_record_type", f"caption is {type(entry['caption']).__name__}, expected a string")
         key = f"{flickr_id}:{sentence_id}"
         if key in seen:
             raise SkipRecord("duplicate_id", f"caption {sentence_id} of image {flickr_id} appears twice")
         seen.add(key)
-        if (flickr_id, sentence_id) in unrelated:
+        if (str(flickr_id), sentence_id) in unrelated:
             raise SkipRecord("unrelated_caption", "listed in UNRELATED_CAPTIONS")
-        width, height = int(entry["width"]), int(entry["height"])
+        width, height = entry["width"], entry["height"]  # checked by CocoIndex.load
         groups, phrases = self._mdetr_groups(split, where, entry, index, width, height)
-        image_path = relative_image_path(self.raw_root, f"{self.options['image_dir']}/{flickr_id}.jpg")
+        image_path = relative_image_path(f"{self.options['image_dir']}/{flickr_id}.jpg")
         return self._row(split, key, image_path, width, height, entry["caption"].strip(), groups,
-                         {"layout": "mdetr", "flickr_id": int(flickr_id), "sentence_id": sentence_id,
+                         {"layout": "mdetr", "flickr_id": flickr_id, "sentence_id": sentence_id,
                           "phrases": phrases})
 
     def _mdetr_groups(self, split: str, where: str, entry: dict[str, Any], index: CocoIndex, width: int,
                       height: int) -> tuple[list[Group], list[dict[str, Any]]]:
-        """Annotations sharing the same spans form one group, ordered by where their phrase starts."""
+        """One group per chain, holding every box whose annotation names that chain, ordered by position.
+
+        MDETR clustered the boxes of one caption at IoU >= 0.95 *across chains* and wrote one annotation per
+        cluster: the last box, and the spans of every chain in it (a girl and her dress: one box, spans of "A
+        girl" and "a black dress"). Grouping by annotation fuses those chains into one region named by the
+        first span; :func:`_chains` splits an annotation's spans back into chains, so a cluster gives one
+        region per (chain, box) again.
+        """
         caption = entry["caption"]
-        by_spans: dict[tuple[tuple[int, int], ...], list[dict[str, Any]]] = {}
+        by_chain: dict[tuple[tuple[int, int], ...], list[dict[str, Any]]] = {}
         for ann in index.annotations_of(entry["id"]):
             with self.skipping(split, f"{where} annotation id={ann['id']}"):
                 spans = _spans(ann.get("tokens_positive"), len(caption))
-                bbox = checked_box(voc_to_xyxy(_mdetr_voc_box(ann["bbox"])), width, height)
-                text = caption[spans[0][0]:spans[0][1]].strip()
-                by_spans.setdefault(spans, []).append(region(bbox, label=text, source_id=ann["id"]))
-        ordered = sorted(by_spans.items(), key=lambda item: item[0][0])
+                bbox = checked_box(voc_to_xyxy(xywh_to_xyxy(ann["bbox"])), width, height)
+                for chain in _chains(caption, spans):
+                    text = caption[chain[0][0]:chain[0][1]].strip()
+                    by_chain.setdefault(chain, []).append(region(bbox, label=text, source_id=ann["id"]))
+        ordered = sorted(by_chain.items())
         groups = [(members[0]["label"], members) for _, members in ordered]
         phrases = [{"text": caption[s:e], "span": [s, e]} for spans, _ in ordered for s, e in spans]
         return groups, phrases
@@ -241,20 +256,36 @@ class Flickr30kBuilder(RegionBuilder):
 
 
 def _spans(tokens_positive: Any, length: int) -> tuple[tuple[int, int], ...]:
-    """MDETR's ``[[start, end], ...]`` as a hashable tuple; empty or out-of-range spans are a skip."""
-    try:
-        spans = tuple((int(s), int(e)) for s, e in tokens_positive)
-    except (TypeError, ValueError):
-        raise SkipRecord("bad_tokens_positive", f"tokens_positive={tokens_positive!r}") from None
+    """MDETR's ``[[start, end], ...]`` as a hashable tuple; empty, non-integer or out-of-range spans are a skip."""
+    if not isinstance(tokens_positive, list) or not all(
+            isinstance(span, list) and len(span) == 2 and all(_is_int(v) for v in span) for span in tokens_positive):
+        raise SkipRecord("bad_tokens_positive", f"tokens_positive={tokens_positive!r}")
+    spans = tuple((s, e) for s, e in tokens_positive)
     if not spans or any(not 0 <= s < e <= length for s, e in spans):
         raise SkipRecord("bad_tokens_positive", f"tokens_positive={tokens_positive!r} for a {length}-character caption")
     return spans
 
 
-def _mdetr_voc_box(bbox: Any) -> list[float]:
-    """MDETR's ``[xmin, ymin, xmax - xmin, ymax - ymin]`` (1-based ``xmin``) -> the VOC box it came from."""
-    try:
-        x, y, w, h = (float(v) for v in bbox[:4])
-    except (TypeError, ValueError):
-        raise SkipRecord("bad_box_format", f"expected [x, y, w, h], got {bbox!r}") from None
-    return [x, y, x + w, y + h]
+def _chains(caption: str, spans: tuple[tuple[int, int], ...]) -> list[tuple[tuple[int, int], ...]]:
+    """An MDETR annotation's spans split into chains: mentions sharing their last word are one chain.
+
+    MDETR's files do not record chain ids. The mentions of one chain in one caption name the same thing
+    ("A football player ... a player"); the chains of a cluster are different things ("A girl", "a black
+    dress"). Spans are kept in ascending order within a chain; chains come in order of first mention.
+    """
+    chains: dict[str, list[tuple[int, int]]] = {}
+    for start, end in sorted(set(spans)):
+        words = caption[start:end].lower().split()
+        chains.setdefault(words[-1] if words else "", []).append((start, end))
+    return [tuple(members) for members in chains.values()]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _whole_number(value: Any) -> int:
+    """An id of MDETR's image entries (``original_img_id``, ``sentence_id``): an integer, never a list or text."""
+    if not _is_int(value) or value < 0:
+        raise SkipRecord("bad_id", f"{value!r} is not a non-negative integer")
+    return value

@@ -17,14 +17,18 @@ stored record instead of the copy it returned). Unlike GPT4RoI, an image whose d
 filter gets no regions and no presence questions, rather than its ten first unfiltered boxes. The pickle is
 read with the restricted unpickler (numpy arrays allowed, nothing that could run code).
 
-Pickle labels are class indices; ``class_names`` maps them (default: COCO's 80 names in category-id order).
-GPT4RoI's own pickle was made with an LVIS detector (its ``det_llava.py`` names labels from the LVIS v1
-list), so pass the LVIS names for that file.
+Pickle labels are class indices; ``class_names`` maps them: ``coco`` (COCO's 80 names in category-id order,
+the default for other detection files), ``lvis`` (the official LVIS v1 names, shipped as
+``builders/sources/lvis_v1_names.txt``, docs/formats.md#lvis-v1-names), a file with one name per line, or a
+list. GPT4RoI's own pickle was made with an LVIS detector (EVA-02; its ``det_llava.py`` names labels from an
+LVIS tuple that fuses ``'shaver_(electric)' 'shaving_cream'``, shifting every later index by one), so that file
+without ``class_names`` is refused with a message naming ``class_names=lvis``, and any detection file whose
+labels exceed the class list is refused (a wrong list would silently misname every region).
 
 The images are needed: the records give no image size, and the size turns normalised boxes into pixels.
 Skips (counted): a record without ``<image>`` in its first turn, turns that do not alternate or do not start
-with ``human``, a missing key, a missing or unreadable image; a detection with an unknown label or a bad box
-is skipped on its own. A file that is not a JSON array, is truncated or is not UTF-8 stops the build with an
+with ``human``, a missing key, a missing, unreadable or oversized image (a decompression bomb is refused
+from its header); a detection with a bad box is skipped on its own. A file that is not a JSON array, is truncated or is not UTF-8 stops the build with an
 error naming it.
 """
 
@@ -66,6 +70,9 @@ COCO_CLASSES = (
     "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
     "teddy bear", "hair drier", "toothbrush",
 )
+
+CLASS_LISTS = {"coco": "COCO's 80 names", "lvis": "LVIS v1's 1,203 names"}
+LVIS_NAMES_FILE = Path(__file__).with_name("lvis_v1_names.txt")
 
 PRESENCE_YES = [
     "Yes, there is a {label} in the image.",
@@ -146,13 +153,30 @@ class LlavaBuilder(RegionBuilder):
                         raise SourceFileError(path, "an entry without a string 'filename'", position=f"entry {number}",
                                               expected="{filename, pred_bboxes, labels}")
                     self._detections.setdefault(Path(entry["filename"]).name, entry)
+                self._check_labels(path, entries)
         return self._detections
+
+    def _check_labels(self, path: Path, entries: list[dict[str, Any]]) -> None:
+        """Refuse a detection file whose labels do not fit the class list: every name would be wrong."""
+        names = self._names()
+        highest = max((_highest_label(entry) for entry in entries), default=-1)
+        if highest >= len(names):
+            raise SourceFileError(path, f"labels go up to {highest} but class_names has {len(names)} names",
+                                  expected="source.options.class_names=lvis for an LVIS v1 detector (1,203 classes), "
+                                           "=coco for a COCO one (80), or a file with one name per line")
 
     def _names(self) -> list[str]:
         if self._class_names is None:
             value = self.options["class_names"]
-            if value is None:
+            detection_path = self._detection_path()
+            if value is None and detection_path is not None and detection_path.name == DETECTION_FILE:
+                raise SourceFileError(detection_path, "GPT4RoI's detection pickle names LVIS v1 classes (1,203), "
+                                      "not COCO's 80", expected="source.options.class_names=lvis (the official LVIS "
+                                      "v1 names shipped with the suite) or a file with one name per line")
+            if value is None or value == "coco":
                 names = list(COCO_CLASSES)
+            elif value == "lvis":
+                names = read_text(LVIS_NAMES_FILE).splitlines()
             elif isinstance(value, str):
                 path = Path(value) if Path(value).is_absolute() else self.raw_root / value
                 names = [line.strip() for line in read_text(path).splitlines() if line.strip()]
@@ -190,7 +214,7 @@ class LlavaBuilder(RegionBuilder):
         conversations = _checked_conversation(record["conversations"])
         name = str(record["image"])
         relative = f"{self.options['image_dir']}/{name}" if self.options["image_dir"] else name
-        image = relative_image_path(self.raw_root, relative)
+        image = relative_image_path(relative)
         if image not in self._sizes:
             self._sizes[image] = image_size(self.raw_root / image)
         width, height = self._sizes[image]
@@ -223,9 +247,12 @@ class LlavaBuilder(RegionBuilder):
         """Kept regions (best score first), their scores, and every class index detected at any score."""
         try:
             boxes = np.asarray(entry.get("pred_bboxes"), dtype=np.float64)
-            labels = np.asarray(entry.get("labels")).astype(np.int64, casting="unsafe")
         except (TypeError, ValueError) as exc:
             raise SkipRecord("bad_detection_entry", f"{entry.get('filename')}: {exc}") from exc
+        labels = _labels(entry)
+        if labels is None:
+            raise SkipRecord("bad_detection_entry", f"{entry.get('filename')}: labels {entry.get('labels')!r:.80} "
+                                                    "are not integers")
         if boxes.ndim != 2 or boxes.shape[1] != 5 or labels.shape != (len(boxes),):
             raise SkipRecord("bad_detection_entry", f"{entry.get('filename')}: pred_bboxes {boxes.shape}, "
                                                     f"labels {labels.shape} (expected [N, 5] and [N])")
@@ -238,8 +265,8 @@ class LlavaBuilder(RegionBuilder):
                 continue  # GPT4RoI's filter: low confidence or tiny (normalised) boxes are not regions
             with self.skipping(split, f"{where} detection {j}"):
                 label = int(labels[j])
-                if not 0 <= label < len(names):
-                    raise SkipRecord("detection_unknown_label", f"label {label} with {len(names)} class names")
+                if label < 0:
+                    raise SkipRecord("detection_unknown_label", f"label {label} is negative")
                 bbox = checked_box(normalized_to_xyxy([x1, y1, x2, y2], width, height), width, height)
                 regions.append(region(bbox, label=names[label], source_id=f"det{j}"))
                 scores.append(float(score))
@@ -255,6 +282,25 @@ class LlavaBuilder(RegionBuilder):
         pairs = [(rng.choice(present), True)] + ([(rng.choice(absent), False)] if absent else [])
         rng.shuffle(pairs)
         return pairs
+
+
+def _labels(entry: dict[str, Any]) -> np.ndarray | None:
+    """An entry's labels as int64, or ``None`` unless they are integers (``3.7``, ``NaN``, ``"3"`` are not)."""
+    try:
+        labels = np.asarray(entry.get("labels"))
+    except (TypeError, ValueError):
+        return None
+    if not labels.size:
+        return labels.astype(np.int64)  # no detections (an empty list is float64 to numpy)
+    if labels.dtype.kind not in "iu" or (labels.dtype.kind == "u" and labels.max() > 2 ** 62):
+        return None
+    return labels.astype(np.int64)
+
+
+def _highest_label(entry: dict[str, Any]) -> int:
+    """The largest label of a pickle entry (-1 for none or malformed labels, which skip their record later)."""
+    labels = _labels(entry)
+    return int(labels.max()) if labels is not None and labels.ndim == 1 and labels.size else -1
 
 
 def _display(name: str) -> str:

@@ -23,8 +23,9 @@ from typing import Any, ClassVar
 
 from builders.boxes import checked_box, xywh_to_xyxy
 from builders.errors import SkipRecord, SourceFileError
-from builders.readers.cocofile import CocoIndex
+from builders.readers.cocofile import CocoIndex, record_id
 from builders.readers.jsonio import require_keys
+from builders.readers.paths import relative_image_path
 from builders.readers.safe_pickle import safe_load_pickle
 from builders.seeding import row_rng
 from builders.sources.base import RegionBuilder, region
@@ -36,6 +37,9 @@ RAW_TO_SPLIT = {"train": "train", "val": "validation", "test": "test", "testA": 
 SPLIT_TO_RAW = {schema: raw for raw, schema in RAW_TO_SPLIT.items()}
 LAYOUTS = ("auto", "refer", "mdetr")
 IMAGE_DIR = "images/mscoco/images/train2014"
+# How images are named on disk: "2014" = the file_name of the annotations (COCO_train2014_000000000009.jpg),
+# "2017" = COCO 2017's <12-digit id>.jpg, as GPT4RoI reads them from its coco_imgs/ folder (same pictures).
+IMAGE_NAMES = ("2014", "2017")
 
 
 class _RefExpBuilder(RegionBuilder):
@@ -54,6 +58,8 @@ class _RefExpBuilder(RegionBuilder):
         if self.options["layout"] == "mdetr" and self.split_by != self.MDETR_VARIANT:
             raise ValueError(f"{self.SOURCE}: MDETR converted refs({self.MDETR_VARIANT}).p only; "
                              f"split_by={self.split_by!r} needs layout=refer")
+        if str(self.options["image_names"]) not in IMAGE_NAMES:
+            raise ValueError(f"{self.SOURCE}: image_names must be one of {IMAGE_NAMES}, got {self.options['image_names']!r}")
         self.layout = self._resolve_layout()
         self._refs: list[Any] | None = None
         self._unplaced_counted = False
@@ -122,6 +128,7 @@ class _RefExpBuilder(RegionBuilder):
                 require_keys(ref, ("ref_id", "ann_id", "image_id", "sentences"), "ref")
                 if not isinstance(ref["ref_id"], int):
                     raise SkipRecord("wrong_record_type", f"ref_id {ref['ref_id']!r} is not an integer")
+                record_id(ref["ann_id"], "ann_id"), record_id(ref["image_id"], "image_id")
                 if ref["ref_id"] in seen:
                     raise SkipRecord("duplicate_id", f"ref_id {ref['ref_id']} appears twice")
                 seen.add(ref["ref_id"])
@@ -161,7 +168,7 @@ class _RefExpBuilder(RegionBuilder):
                              f"is on image {ann['image_id']}")
         image = index.images_by_id[ann["image_id"]]
         target = self._region(ann, ann["id"], image, index)
-        image_path = index.image_path(image, self.options["image_dir"], self.raw_root)
+        image_path = self._image_path(image, image["id"])
         sentences = self._refer_sentences(ref, split, where)
         if not sentences:
             raise SkipRecord("no_sentences", "the ref has no usable sentence")
@@ -190,12 +197,13 @@ class _RefExpBuilder(RegionBuilder):
         for entry in index.images():
             with self.skipping(split, f"{path.name} image id={entry['id']}"):
                 require_keys(entry, ("caption", "original_id"), "image")
+                record_id(entry["original_id"], "original_id")
                 anns = index.annotations_of(entry["id"])
                 if len(anns) != 1:
                     raise SkipRecord("annotation_count", f"{len(anns)} annotations, expected exactly 1 per sentence")
                 if not isinstance(entry["caption"], str) or not entry["caption"].strip():
                     raise SkipRecord("empty_sentence", "empty caption")
-                groups[anns[0].get("original_id", anns[0]["id"])].append((entry, anns[0]))
+                groups[record_id(anns[0].get("original_id", anns[0]["id"]), "original_id")].append((entry, anns[0]))
 
         for ann_id, members in groups.items():
             entry, ann = members[0]
@@ -213,10 +221,17 @@ class _RefExpBuilder(RegionBuilder):
     def _mdetr_target(self, ann: dict[str, Any], ann_id: Any, entry: dict[str, Any],
                       index: CocoIndex) -> tuple[dict[str, Any], str]:
         """The region of an MDETR sentence group and its image's path; :class:`SkipRecord` if unusable."""
-        return (self._region(ann, ann_id, entry, index),
-                index.image_path(entry, self.options["image_dir"], self.raw_root))
+        return self._region(ann, ann_id, entry, index), self._image_path(entry, entry["original_id"])
 
     # ----- shared ------------------------------------------------------------------------------------------
+    def _image_path(self, image: dict[str, Any], coco_id: Any) -> str:
+        """The picture's path: the annotation's 2014 ``file_name``, or ``<12-digit COCO id>.jpg`` (2017 names)."""
+        if str(self.options["image_names"]) == "2017":
+            if not isinstance(coco_id, int) or isinstance(coco_id, bool):
+                raise SkipRecord("bad_id", f"COCO image id {coco_id!r} is not an integer (image_names=2017)")
+            return relative_image_path(f"{self.options['image_dir']}/{coco_id:012d}.jpg")
+        return CocoIndex.image_path(image, self.options["image_dir"])
+
     def _region(self, ann: dict[str, Any], ann_id: Any, image: dict[str, Any], index: CocoIndex) -> dict[str, Any]:
         label = index.category_name(ann)
         bbox = checked_box(xywh_to_xyxy(ann["bbox"]), int(image["width"]), int(image["height"]))
@@ -250,7 +265,7 @@ class RefCocoBuilder(_RefExpBuilder):
     TASK = "region_caption_short"
     TEMPLATES = REGION_CAPTION_SHORT
     MDETR_VARIANT = "unc"
-    DEFAULT_OPTIONS = {"layout": "auto", "split_by": "unc", "image_dir": IMAGE_DIR}
+    DEFAULT_OPTIONS = {"layout": "auto", "split_by": "unc", "image_dir": IMAGE_DIR, "image_names": "2014"}
 
 
 class RefCocoPlusBuilder(_RefExpBuilder):
@@ -262,7 +277,7 @@ class RefCocoPlusBuilder(_RefExpBuilder):
     TASK = "region_caption_short"
     TEMPLATES = REGION_CAPTION_SHORT_APPEARANCE
     MDETR_VARIANT = "unc"
-    DEFAULT_OPTIONS = {"layout": "auto", "split_by": "unc", "image_dir": IMAGE_DIR}
+    DEFAULT_OPTIONS = {"layout": "auto", "split_by": "unc", "image_dir": IMAGE_DIR, "image_names": "2014"}
 
 
 class RefCocogBuilder(_RefExpBuilder):
@@ -272,4 +287,4 @@ class RefCocogBuilder(_RefExpBuilder):
     TASK = "region_caption"
     TEMPLATES = REGION_CAPTION
     MDETR_VARIANT = "umd"
-    DEFAULT_OPTIONS = {"layout": "auto", "split_by": "umd", "image_dir": IMAGE_DIR}
+    DEFAULT_OPTIONS = {"layout": "auto", "split_by": "umd", "image_dir": IMAGE_DIR, "image_names": "2014"}

@@ -31,10 +31,12 @@ turns it becomes ``<class> at regionK`` (GPT4RoI's wording), so the answer names
 
 Skips (counted): a reference to an object index that the record or its metadata lacks
 (``vcr_missing_object``), an empty ``objects`` list, metadata that cannot be read or disagrees with
-``objects``, a bad box (only the variants whose regions include it), and every
-``test.jsonl`` record (``unlabelled_item``: VCR's test labels are hidden, and neither a reasoning row nor
-a multiple-choice row — whose ``label`` must name one of its ``choices`` — can be built without them). A
-jsonl line that is not JSON stops the build with an error naming the file and line.
+``objects``, a bad box (only the variants whose regions include it), and a record without labels
+(``unlabelled_item``). ``test.jsonl`` is not a split here: VCR's test labels are hidden, and neither a
+reasoning row nor a multiple-choice row (whose ``label`` must name one of its ``choices``) can be built
+without them, so a build of every split must not fail on a split that can never hold a row. A jsonl line
+that is not JSON stops the build with an error naming the file and line; a split file without a single
+record fails the build (docs/design.md#errors-and-reports).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from typing import Any
 
 from builders.boxes import checked_box
 from builders.errors import SkipRecord, SourceFileError
+from builders.limits import image_side
 from builders.placeholders import IMAGE_TOKEN, region_token
 from builders.readers import vcr_text
 from builders.readers.jsonio import iter_jsonl, read_json, require_keys
@@ -56,7 +59,7 @@ from builders.seeding import row_rng
 from builders.sources.base import RegionBuilder, region, turn
 from builders.sources.templates import REGION_REASONING_PREFIX, join_regions, pick
 
-SPLIT_FILES = {"train": "train", "validation": "val", "test": "test"}
+SPLIT_FILES = {"train": "train", "validation": "val"}  # test.jsonl: labels hidden, see the module docstring
 VARIANTS = ("all", "single", "multi", "qa", "qar")
 MC_TASKS = {"qa": "vcr_qa", "qar": "vcr_qar"}
 RECORD_KEYS = ("objects", "img_fn", "metadata_fn", "question", "answer_choices", "rationale_choices", "annot_id")
@@ -208,13 +211,14 @@ class VcrBuilder(RegionBuilder):
         if not isinstance(metadata["boxes"], list) or not all(
                 isinstance(b, list) and len(b) == 5 for b in metadata["boxes"]):
             raise SkipRecord("vcr_metadata_unreadable", f"{path}: boxes must be [x1, y1, x2, y2, score] lists")
-        width, height = metadata["width"], metadata["height"]
-        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
-            raise SkipRecord("vcr_metadata_unreadable", f"{path}: width={width!r}, height={height!r}")
+        try:
+            image_side(metadata["width"], "width"), image_side(metadata["height"], "height")
+        except SkipRecord as error:
+            raise SkipRecord("vcr_metadata_unreadable", f"{path}: {error.detail}") from error
         if len(metadata["boxes"]) != len(names):
             raise SkipRecord("vcr_metadata_mismatch", f"{path} has {len(metadata['boxes'])} boxes for "
                                                       f"{len(names)} objects")
-        image = relative_image_path(self.raw_root, f"{image_dir}/{img_fn}")
+        image = relative_image_path(f"{image_dir}/{img_fn}")
         return _Objects(metadata, list(names), image=image, with_segmentation=bool(self.options["segmentation"]))
 
 

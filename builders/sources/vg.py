@@ -7,9 +7,12 @@ Two layouts:
   700 MB) and a pair whose ids differ stops the build, since every later pair would be wrong too. The release
   has no split: everything is ``train``, except the images listed in the optional ``test_image_ids`` file
   (one id per line), which become ``test``.
-* ``grit``: GRiT's COCO-format ``VG_preprocessed_annotations/{train,test}.json`` (one annotation per region
-  with a ``caption``), which GPT4RoI trained and evaluated on. Streamed too; only a compact tuple per region
-  is held until its image is written.
+* ``grit``: GRiT's COCO-format ``{train,test}.json`` (one annotation per region with a ``caption``), which
+  GPT4RoI trained and evaluated on, looked for where the releases put them: ``annotations/`` (GRiT's own
+  ``datasets/vg`` layout), ``VG_preprocessed_annotations/`` (the download's folder name), or the root
+  (GPT4RoI's ``visual_genome/``). The pictures are in one folder: ``grit_image_dir: auto`` takes ``images/``
+  (GRiT) or ``vg_all/`` (GPT4RoI), whichever exists. Streamed too; only a compact tuple per region is held
+  until its image is written.
 
 Training rows: each image's regions are shuffled (seeded by the image id) and cut into the fewest rows of at
 most ``max_turns`` questions, so that every region is asked about exactly once (GPT4RoI instead draws 15 at
@@ -28,17 +31,19 @@ from typing import Any
 
 from builders.boxes import checked_box, xywh_to_xyxy
 from builders.errors import SkipRecord, SourceFileError
-from builders.readers.cocofile import iter_coco_records
+from builders.limits import image_side
+from builders.readers.cocofile import iter_coco_records, record_id
 from builders.readers.jsonio import iter_json_array, read_text, require_keys
 from builders.readers.paths import relative_image_path
 from builders.seeding import row_rng
-from builders.sources.base import RegionBuilder, region
+from builders.sources.base import RegionBuilder, meta_json, region
 from builders.sources.captions import balanced_chunks, caption_turns
 from builders.sources.templates import REGION_CAPTION
 
 TASK = "region_caption"
 LAYOUTS = ("auto", "release", "grit")
-GRIT_DIR = "VG_preprocessed_annotations"
+GRIT_DIRS = ("annotations", "VG_preprocessed_annotations", "")  # GRiT's datasets/vg, the download, GPT4RoI
+GRIT_IMAGE_DIRS = ("images", "vg_all")  # GRiT's datasets/vg/images, GPT4RoI's visual_genome/vg_all
 _END = object()
 _PLAIN_NAME = re.compile(r"^[\w][\w.-]*$")
 
@@ -60,7 +65,7 @@ class VisualGenomeBuilder(RegionBuilder):
     DESCRIPTION = "Visual Genome region descriptions as region captions."
     LICENSE = "CC BY 4.0"
     CITATION = "Krishna et al., Visual Genome, IJCV 2017; Wu et al., GRiT, 2022 (preprocessed split)."
-    DEFAULT_OPTIONS = {"layout": "auto", "max_turns": 15, "test_image_ids": None, "grit_image_dir": "images"}
+    DEFAULT_OPTIONS = {"layout": "auto", "max_turns": 15, "test_image_ids": None, "grit_image_dir": "auto"}
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -83,7 +88,15 @@ class VisualGenomeBuilder(RegionBuilder):
         return "grit"
 
     def _grit_path(self, split: str) -> Path:
-        return self.raw_root / GRIT_DIR / f"{split}.json"
+        """The first of ``annotations/``, ``VG_preprocessed_annotations/``, the root that holds ``<split>.json``."""
+        candidates = [self.raw_root / folder / f"{split}.json" for folder in GRIT_DIRS]
+        return next((path for path in candidates if path.is_file()), candidates[0])
+
+    def _grit_image_dir(self) -> str:
+        wanted = self.options["grit_image_dir"]
+        if wanted != "auto":
+            return wanted
+        return next((name for name in GRIT_IMAGE_DIRS if (self.raw_root / name).is_dir()), GRIT_IMAGE_DIRS[0])
 
     def available_splits(self) -> list[str]:
         if self.layout == "grit":
@@ -93,25 +106,38 @@ class VisualGenomeBuilder(RegionBuilder):
         return ["train", "test"] if self.options["test_image_ids"] else ["train"]
 
     def iter_rows(self, split: str) -> Iterator[dict[str, Any]]:
-        images = self._grit_images(split) if self.layout == "grit" else self._release_images(split)
-        for image in images:
-            if not image.regions:
-                continue
-            yield from (self._train_rows(split, image) if split == "train" else self._eval_rows(split, image))
+        for unit in self.work_units(split):
+            yield from self.unit_rows(split, unit)
+
+    def work_units(self, split: str) -> Iterator[Any]:
+        """Release: ``(image_data entry, region record, image id)`` per image, checked for order and duplicates
+        here; GRiT: each :class:`_Image` with its regions (its annotations must be grouped over the whole file)."""
+        return self._grit_images(split) if self.layout == "grit" else self._release_units(split)
+
+    def json_units(self) -> bool:
+        return self.layout == "release"  # the records as ijson read them; a unit's tuple arrives as a list
+
+    def unit_rows(self, split: str, unit: Any) -> Iterator[dict[str, Any]]:
+        image = unit if isinstance(unit, _Image) else self._release_image_of(split, *unit)
+        if image is None or not image.regions:
+            return
+        yield from (self._train_rows(split, image) if split == "train" else self._eval_rows(split, image))
 
     # ----- rows -------------------------------------------------------------------------------------------------
     def _train_rows(self, split: str, image: _Image) -> Iterator[dict[str, Any]]:
         rng = row_rng(self.seed, f"{split}:{image.image_id}")
         regions = list(image.regions)
         rng.shuffle(regions)
+        meta = meta_json(image.meta)
         for k, (start, stop) in enumerate(balanced_chunks(len(regions), self.max_turns)):
             chunk = regions[start:stop]
             yield self.make_row(
                 key=f"{image.image_id}:{k}", split=split, task=TASK, variant=self.layout, image=image.path,
                 image_id=str(image.image_id), width=image.width, height=image.height, regions=chunk,
-                conversations=caption_turns([r["label"] for r in chunk], REGION_CAPTION, rng), meta=image.meta)
+                conversations=caption_turns([r["label"] for r in chunk], REGION_CAPTION, rng), meta=meta)
 
     def _eval_rows(self, split: str, image: _Image) -> Iterator[dict[str, Any]]:
+        meta = meta_json(image.meta)
         for item in image.regions:
             key = f"{image.image_id}:{item['source_id']}"
             rng = row_rng(self.seed, f"{split}:{key}")
@@ -119,7 +145,7 @@ class VisualGenomeBuilder(RegionBuilder):
                 key=key, split=split, task=TASK, variant=self.layout, image=image.path,
                 image_id=str(image.image_id), width=image.width, height=image.height, regions=[item],
                 conversations=caption_turns([item["label"]], REGION_CAPTION, rng), references=[item["label"]],
-                meta=image.meta)
+                meta=meta)
 
     def _regions(self, split: str, where: str, image_id: Any, width: int, height: int,
                  raw_regions: list[tuple[Any, Any, Any]]) -> list[dict[str, Any]]:
@@ -133,16 +159,19 @@ class VisualGenomeBuilder(RegionBuilder):
         seen: set[Any] = set()
         for region_id, box, phrase in raw_regions:
             try:
+                if type(region_id) is not int:  # the release's ids are ints: only others need the full check
+                    record_id(region_id, "region id")
                 if region_id in seen:
                     raise SkipRecord("duplicate_id", f"region id {region_id} appears twice in image {image_id}")
-                if not isinstance(phrase, str) or not phrase.strip():
+                label = phrase.strip() if isinstance(phrase, str) else ""
+                if not label:
                     raise SkipRecord("empty_phrase", f"phrase {phrase!r}")
                 bbox = _plain_box(box, width, height) or checked_box(xywh_to_xyxy(box), width, height)
             except SkipRecord as error:
                 self.report.skip(split, error, f"{where} region id={region_id}")
                 continue
             seen.add(region_id)
-            regions.append(region(bbox, label=phrase.strip(), source_id=region_id))
+            regions.append(region(bbox, label=label, source_id=region_id))
         return regions
 
     def _image_path(self, folder: str, name: str) -> str:
@@ -151,7 +180,7 @@ class VisualGenomeBuilder(RegionBuilder):
         Resolving every one of 108,077 image paths (``relative_image_path``) costs a dozen ``lstat`` calls each.
         """
         if folder not in self._folders:
-            self._folders[folder] = relative_image_path(self.raw_root, folder) if folder else ""
+            self._folders[folder] = relative_image_path(folder) if folder else ""
         if not _PLAIN_NAME.match(name):
             raise SkipRecord("unsafe_image_path", f"{name!r} is not a plain file name")
         checked = self._folders[folder]
@@ -176,7 +205,7 @@ class VisualGenomeBuilder(RegionBuilder):
                     self._held_out.add(int(text))
         return self._held_out
 
-    def _release_images(self, split: str) -> Iterator[_Image]:
+    def _release_units(self, split: str) -> Iterator[tuple[Any, Any, Any]]:
         held_out = self._held_out_ids()
         want_held_out = split == "test"
         self.report.add_input(self.image_data_path)
@@ -188,19 +217,28 @@ class VisualGenomeBuilder(RegionBuilder):
             image_id = self._zipped_id(info, record, position)
             if (image_id in held_out) != want_held_out:
                 continue
-            where = f"{self.regions_path.name} image id={image_id}"
-            image = self.attempt(split, where, self._release_image, info, record, image_id, seen)
-            if image is None:
+            if image_id in seen:
+                self.report.skip(split, SkipRecord("duplicate_id", f"image id {image_id} appears twice"),
+                                 f"{self.regions_path.name} image id={image_id}")
                 continue
-            raw = []
-            for item in record["regions"]:
-                try:
-                    raw.append(_release_region(item, image_id))
-                except SkipRecord as error:
-                    item_id = item.get("region_id", item.get("id")) if isinstance(item, dict) else "?"
-                    self.report.skip(split, error, f"{where} region id={item_id}")
-            image.regions = self._regions(split, where, image_id, image.width, image.height, raw)
-            yield image
+            seen.add(image_id)
+            yield info, record, image_id
+
+    def _release_image_of(self, split: str, info: Any, record: Any, image_id: Any) -> _Image | None:
+        """One release image with its checked regions, or ``None`` when the image itself was skipped."""
+        where = f"{self.regions_path.name} image id={image_id}"
+        image = self.attempt(split, where, self._release_image, info, record, image_id)
+        if image is None:
+            return None
+        raw = []
+        for item in record["regions"]:
+            try:
+                raw.append(_release_region(item, image_id))
+            except SkipRecord as error:
+                item_id = item.get("region_id", item.get("id")) if isinstance(item, dict) else "?"
+                self.report.skip(split, error, f"{where} region id={item_id}")
+        image.regions = self._regions(split, where, image_id, image.width, image.height, raw)
+        return image
 
     def _zipped_id(self, info: Any, record: Any, position: int) -> Any:
         """The image id shared by entry ``position`` of both files; anything else is a :class:`SourceFileError`."""
@@ -213,8 +251,8 @@ class VisualGenomeBuilder(RegionBuilder):
                                   "image_data.json", position=f"record {position}", expected=expected)
         image_id = info.get("image_id", info.get("id")) if isinstance(info, dict) else None
         record_id = record.get("id", record.get("image_id")) if isinstance(record, dict) else None
-        if image_id is None:
-            raise SourceFileError(self.image_data_path, "the record has no image_id",
+        if not isinstance(image_id, (int, str)) or isinstance(image_id, bool):
+            raise SourceFileError(self.image_data_path, f"the record's image_id is {image_id!r}",
                                   position=f"record {position}", expected="{'image_id': int, ...}")
         if record_id != image_id:
             raise SourceFileError(self.regions_path, f"record {position} is image {record_id!r} but entry "
@@ -222,16 +260,15 @@ class VisualGenomeBuilder(RegionBuilder):
                                   position=f"record {position}", expected=expected)
         return image_id
 
-    def _release_image(self, info: dict[str, Any], record: dict[str, Any], image_id: Any, seen: set[Any]) -> _Image:
-        if image_id in seen:
-            raise SkipRecord("duplicate_id", f"image id {image_id} appears twice")
-        seen.add(image_id)
+    def _release_image(self, info: dict[str, Any], record: dict[str, Any], image_id: Any) -> _Image:
         require_keys(info, ("width", "height"), "image_data entry")
         require_keys(record, ("regions",), "region_descriptions entry")
         if not isinstance(record["regions"], list):
             raise SkipRecord("wrong_record_type", f"'regions' is {type(record['regions']).__name__}")
         width, height = _image_size(info)
         url = info.get("url") or info.get("image_url") or ""
+        if not isinstance(url, str):
+            raise SkipRecord("unsafe_image_path", f"url {url!r} is not a string")
         folder, name = url.rsplit("/", 2)[-2:] if url.count("/") >= 2 else ("VG_100K", f"{image_id}.jpg")
         meta = {"layout": "release", "vg_image_id": image_id, "coco_id": info.get("coco_id"),
                 "flickr_id": info.get("flickr_id")}
@@ -245,7 +282,7 @@ class VisualGenomeBuilder(RegionBuilder):
         for info in iter_coco_records(path, "images"):
             with self.skipping(split, f"{path.name} image id={info.get('id') if isinstance(info, dict) else '?'}"):
                 require_keys(info, ("id", "file_name", "width", "height"), "image")
-                if info["id"] in images:
+                if record_id(info["id"], "image id") in images:
                     raise SkipRecord("duplicate_id", f"image id {info['id']} appears twice")
                 _image_size(info)
                 images[info["id"]] = info
@@ -256,14 +293,15 @@ class VisualGenomeBuilder(RegionBuilder):
         for ann in iter_coco_records(path, "annotations"):
             try:
                 require_keys(ann, ("id", "image_id", "bbox", "caption"), "annotation")
-                if ann["image_id"] not in images:
+                record_id(ann["id"], "annotation id")
+                if record_id(ann["image_id"], "image_id") not in images:
                     raise SkipRecord("missing_image", f"image id {ann['image_id']} is not in 'images'")
             except SkipRecord as error:
                 self.report.skip(split, error, f"{path.name} annotation id={ann.get('id') if isinstance(ann, dict) else '?'}")
                 continue
             raw[ann["image_id"]].append((ann["id"], ann["bbox"], ann["caption"]))
 
-        image_dir = self.options["grit_image_dir"]
+        image_dir = self._grit_image_dir()
         for image_id in sorted(images, key=lambda value: (isinstance(value, str), value)):
             info = images.pop(image_id)
             where = f"{path.name} image id={image_id}"
@@ -300,6 +338,8 @@ def _plain_box(box: tuple[Any, Any, Any, Any], width: int, height: int) -> list[
     For such a box :func:`checked_box` would return exactly this; anything else (floats, strings, boxes to
     clip or skip) goes through the general check.
     """
+    if not (isinstance(box, (list, tuple)) and len(box) == 4):
+        return None  # GRiT's bbox may be anything: the general check names the problem
     x, y, w, h = box
     if (type(x) is int and type(y) is int and type(w) is int and type(h) is int
             and x >= 0 and y >= 0 and w >= 1 and h >= 1 and x + w <= width and y + h <= height):
@@ -308,10 +348,4 @@ def _plain_box(box: tuple[Any, Any, Any, Any], width: int, height: int) -> list[
 
 
 def _image_size(info: dict[str, Any]) -> tuple[int, int]:
-    try:
-        width, height = int(info["width"]), int(info["height"])
-    except (TypeError, ValueError) as exc:
-        raise SkipRecord("bad_image_size", f"width={info.get('width')!r}, height={info.get('height')!r}") from exc
-    if width <= 0 or height <= 0:
-        raise SkipRecord("bad_image_size", f"{width}x{height}")
-    return width, height
+    return image_side(info["width"], "width"), image_side(info["height"], "height")

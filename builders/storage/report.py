@@ -88,6 +88,22 @@ class BuildReport:
             return build(*args, **kwargs)
         return None
 
+    def merge(self, other: BuildReport) -> None:
+        """Add the counts, skip examples and inputs of ``other`` (a worker's share of the same build), in order.
+
+        Merging the workers' reports in the order of their work gives the counts of a one-process build.
+        """
+        for split, tasks in other.written.items():
+            self.written[split].update(tasks)
+        self.regions.update(other.regions)
+        for split, reasons in other.skipped.items():
+            self.skipped[split].update(reasons)
+        for reason, examples in other.skip_examples.items():
+            kept = self.skip_examples[reason]
+            kept.extend(examples[:EXAMPLES_PER_REASON - len(kept)])
+        for key, value in other.inputs.items():
+            self.inputs.setdefault(key, value)
+
     def count_row(self, row: dict[str, Any]) -> None:
         self.written[row["split"]][row["task"]] += 1
         self.regions[row["split"]] += len(row["regions"])

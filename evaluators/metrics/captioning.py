@@ -10,23 +10,23 @@ SPICE needs Stanford CoreNLP 3.6.0 jars that pycocoevalcap downloads on first us
 usually absent, and then SPICE is reported as unavailable with the reason — never as a score of 0.
 
 Scores are on the papers' scale (x100). CIDEr and ROUGE-L are means of per-item scores; BLEU and METEOR are
-corpus statistics, so their bootstrap interval takes its spread from the per-item scores and its location
-from the corpus value (:func:`evaluators.metrics.bootstrap.bootstrap_ci` with ``center``).
+corpus statistics, so the per-item statistics behind them are returned too (``CaptionScores.stats``): the
+bootstrap recomputes the corpus scores from them on every resample (:mod:`evaluators.metrics.corpus`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
-from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from .meteor import PipelinedMeteor
+from .corpus import BLEU_STATS, METEOR_STATS
+from .meteor import shared_meteor
 
 BLEU = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4")
 CAPTION_METRICS = (*BLEU, "METEOR", "ROUGE_L", "CIDEr")
@@ -37,18 +37,13 @@ SCALE = 100.0
 
 @dataclass
 class CaptionScores:
-    """Corpus scores and per-item scores (same order as the input), both x100, plus unavailable metrics."""
+    """Corpus scores and per-item scores (same order as the input), both x100, unavailable metrics, and the
+    per-item statistics of the corpus metrics (``BLEU``: 10 numbers, ``METEOR``: the jar's line)."""
 
     corpus: dict[str, float]
     per_item: dict[str, list[float]]
     unavailable: dict[str, str] = field(default_factory=dict)
-
-
-@lru_cache(maxsize=1)
-def shared_meteor() -> PipelinedMeteor:
-    """One METEOR JVM per process: starting it (loading its paraphrase tables) costs ~10 CPU-seconds, and the
-    scorer keeps no state between ``compute_score`` calls, so every task of a run shares it."""
-    return PipelinedMeteor()
+    stats: dict[str, list] = field(default_factory=dict)
 
 
 def spice_unavailable_reason() -> str | None:
@@ -90,15 +85,32 @@ def tokenize_once(predictions: Sequence[str], references: Sequence[Sequence[str]
     return gts, res
 
 
+def bleu_with_statistics(gts: dict[int, list[str]], res: dict[int, list[str]]
+                         ) -> tuple[list[float], list[list[float]], list[list[float]]]:
+    """``Bleu(4).compute_score`` (same scorer, same ``closest`` option) plus each item's statistics:
+    hypothesis length, closest reference length, guesses and matches of orders 1-4."""
+    scorer = BleuScorer(n=4)
+    for key in gts:
+        scorer += (res[key][0], gts[key])
+    corpus, per_item = scorer.compute_score(option="closest", verbose=0)
+    stats = [[comps["testlen"], scorer._single_reflen(comps["reflen"], "closest", comps["testlen"]),
+              *comps["guess"], *comps["correct"]] for comps in scorer.ctest]
+    return corpus, per_item, stats
+
+
 def score_tokenized(gts: dict[int, list[str]], res: dict[int, list[str]], *, spice: bool | None = None
                     ) -> CaptionScores:
     """Run the toolkit's scorers on tokenised captions. ``spice=None`` runs SPICE when it can."""
     corpus: dict[str, float] = {}
     per_item: dict[str, list[float]] = {}
-    bleu, bleu_items = Bleu(4).compute_score(gts, res, verbose=0)
+    if gts.keys() != res.keys():
+        raise ValueError("references and predictions need the same item keys")
+    bleu, bleu_items, bleu_stats = bleu_with_statistics(gts, res)
     for name, value, items in zip(BLEU, bleu, bleu_items, strict=True):
         corpus[name], per_item[name] = value, list(items)
-    for name, scorer in (("METEOR", shared_meteor()), ("ROUGE_L", Rouge()), ("CIDEr", Cider())):
+    meteor, meteor_items, meteor_stats = shared_meteor().score_with_statistics(gts, res)
+    corpus["METEOR"], per_item["METEOR"] = meteor, meteor_items
+    for name, scorer in (("ROUGE_L", Rouge()), ("CIDEr", Cider())):
         value, items = scorer.compute_score(gts, res)
         corpus[name], per_item[name] = float(value), [float(v) for v in items]
     unavailable: dict[str, str] = {}
@@ -114,6 +126,7 @@ def score_tokenized(gts: dict[int, list[str]], res: dict[int, list[str]], *, spi
         corpus={name: value * SCALE for name, value in corpus.items()},
         per_item={name: [v * SCALE for v in values] for name, values in per_item.items()},
         unavailable=unavailable,
+        stats={BLEU_STATS: bleu_stats, METEOR_STATS: meteor_stats},
     )
 
 

@@ -1,9 +1,10 @@
 """Task definitions: ``conf/eval/task/<name>.yaml`` -> a :class:`~evaluators.tasks.base.Task`.
 
-A task config names its ``kind`` (the Python class below), ``dataset`` (location, split, row filter), ``prompt``
-and scoring settings. ``extends: <other task>`` starts from another task's config, so the RefCOCO splits and
-the Visual Genome subset are a few lines each. Overrides from the command line
-(``task_overrides.<name>.<key>=...``) are merged last.
+A task config names its ``kind`` (the Python class below), the ``protocol`` it follows (whose official code
+defines its prompt, items and scoring: one of :data:`PROTOCOLS`, docs/protocols.md), ``dataset`` (location,
+split, row filter), ``prompt`` and scoring settings. ``extends: <other task>`` starts from another task's
+config, so the RefCOCO splits and the Visual Genome subset are a few lines each. Overrides from the command
+line (``task_overrides.<name>.<key>=...``) are merged last.
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from .base import Job, Task, TaskResult
 from .captioning import CaptionTask
+from .grounding import GroundingTask
 from .roc import RocBinaryTask, RocSemanticTask
+from .sensitivity import RegionSensitivityTask
 from .vcr import VcrQARTask, VcrTask
 
 KINDS: dict[str, type[Task]] = {cls.kind: cls for cls in (VcrTask, VcrQARTask, CaptionTask, RocSemanticTask,
-                                                          RocBinaryTask)}
+                                                          RocBinaryTask, RegionSensitivityTask, GroundingTask)}
+#: Whose evaluation a task reproduces; ``ours`` where no official code defines it (docs/protocols.md).
+PROTOCOLS = ("gpt4roi", "glamm", "osprey", "ferret", "lmms_eval", "ours")
 MAX_EXTENDS = 8
 
-__all__ = ["KINDS", "Job", "Task", "TaskResult", "load_task_config", "make_task", "available_tasks"]
+__all__ = ["KINDS", "PROTOCOLS", "Job", "Task", "TaskResult", "load_task_config", "make_task", "available_tasks"]
 
 
 def available_tasks(task_dir: Path) -> list[str]:
@@ -49,6 +54,8 @@ def load_task_config(name: str, task_dir: Path, overrides: Mapping[str, Any] | N
     config.pop("extends", None)
     if config.get("kind") not in KINDS:
         raise ValueError(f"task {name}: kind {config.get('kind')!r} is not one of {sorted(KINDS)}")
+    if config.get("protocol") not in PROTOCOLS:
+        raise ValueError(f"task {name}: protocol {config.get('protocol')!r} is not one of {list(PROTOCOLS)}")
     return config
 
 

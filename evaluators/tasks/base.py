@@ -2,8 +2,8 @@
 
 A task turns rows into :class:`Job` objects (a request plus the cache scope and generation settings it is
 answered under), and turns the answers back into a :class:`TaskResult`: metrics on the papers' scale, the
-per-item scores behind them (for bootstrap intervals and paired tests), and one record per row for the
-predictions file. The task config (``conf/eval/task/<name>.yaml``) names the prompt, the split, the metric
+per-item scores and statistics behind them and the image of each item (for bootstrap intervals and paired
+tests that recompute the metric on resamples of images), and one record per row for the predictions file. The task config (``conf/eval/task/<name>.yaml``) names the prompt, the split, the metric
 implementation and the dataset; :meth:`Task.describe` hands them to results files and the leaderboard.
 """
 
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..data import load_rows
-from ..metrics.bootstrap import bootstrap_ci
+from ..metrics.bootstrap import Statistic, interval, resampling
+from ..metrics.corpus import statistic
 from ..protocol import Request, digest
 
 MODES = ("generate", "loglikelihood")
@@ -42,7 +43,12 @@ class Job:
 
 @dataclass
 class TaskResult:
-    """Metrics (x100), their per-item scores in ``item_ids`` order, and per-row prediction records."""
+    """Metrics (x100), their per-item scores in ``item_ids`` order, and per-row prediction records.
+
+    ``stats`` holds the per-item statistics of corpus metrics (:mod:`evaluators.metrics.corpus`), ``clusters``
+    the image of each item; by default the records' ``image_id``, and when a record has none, items are
+    resampled one by one.
+    """
 
     metrics: dict[str, float]
     per_item: dict[str, list[float]]
@@ -50,18 +56,33 @@ class TaskResult:
     records: list[dict[str, Any]]
     corpus_level: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, list[Any]] = field(default_factory=dict)
+    clusters: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.clusters is None and self.records and all("image_id" in r for r in self.records):
+            self.clusters = [str(r["image_id"]) for r in self.records]
+
+    def statistic(self, name: str) -> Statistic:
+        return statistic(name, self.per_item[name], self.stats, where=f"metric {name}")
 
     def intervals(self, resamples: int, seed: int) -> dict[str, list[float]]:
-        """95% bootstrap interval per metric. Corpus-level metrics (BLEU, METEOR: 0..100) are centred on their
-        corpus value and clipped to their range, which the shift could otherwise leave."""
-        out = {}
-        for name, scores in self.per_item.items():
-            if name in self.corpus_level:
-                low, high = bootstrap_ci(scores, resamples=resamples, seed=seed, center=self.metrics[name])
-                out[name] = [min(max(low, 0.0), 100.0), min(max(high, 0.0), 100.0)]
-            else:
-                out[name] = list(bootstrap_ci(scores, resamples=resamples, seed=seed))
-        return out
+        """95% bootstrap interval per metric, the metric recomputed on every resample of images."""
+        draws = resampling(len(self.item_ids), self.clusters, resamples=resamples, seed=seed)
+        return {name: list(interval(self.statistic(name), draws)) for name in self.per_item}
+
+    def prediction_lines(self) -> list[dict[str, Any]]:
+        """One line per item for ``<task>.predictions.jsonl``: its record, id, scores, statistics and image
+        (what the leaderboard's paired tests recompute the metrics from)."""
+        lines = []
+        for index, (item_id, record) in enumerate(zip(self.item_ids, self.records, strict=True)):
+            line = {**record, "id": item_id, "scores": {name: values[index] for name, values in self.per_item.items()}}
+            if self.stats:
+                line["stats"] = {name: values[index] for name, values in self.stats.items()}
+            if self.clusters is not None:
+                line["image_id"] = self.clusters[index]
+            lines.append(line)
+        return lines
 
 
 def settings_json(mode: str, generation: Mapping[str, Any]) -> str:
@@ -120,6 +141,10 @@ class Task(ABC):
         return digest(self.kind, relevant, self.dataset_fingerprint)
 
     # --- hooks --------------------------------------------------------------------------------------------
+    def bind_model(self, model: Any) -> None:  # noqa: B027 - a hook most tasks leave as is
+        """Called by the runner before :meth:`jobs` with the model that will answer (grounding tasks read its
+        declared coordinate convention); most tasks need nothing from it."""
+
     @abstractmethod
     def jobs(self) -> list[Job]:
         """Every request of the task (at most ``limit`` items)."""
@@ -135,7 +160,7 @@ class Task(ABC):
                 "prompt": self.cfg.get("prompt", ""), "split": dataset["split"],
                 "dataset": dataset.get("hub") or dataset.get("path") or dataset.get("annotation"), "filter": dict(dataset.get("filter") or {}),
                 "metric": self.metric_impl, "mode": self.mode, "generation": self.generation,
-                "primary_metric": self.cfg.get("primary_metric")}
+                "primary_metric": self.cfg.get("primary_metric"), "protocol": self.cfg.get("protocol", "ours")}
 
     # --- helpers ------------------------------------------------------------------------------------------
     def limited(self, items: Sequence[Any]) -> list[Any]:

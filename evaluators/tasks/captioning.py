@@ -9,10 +9,18 @@ metrics are the COCO caption toolkit's, tokenised once per task (:mod:`evaluator
 per line, matched against the region's ``source_id``), for the single-region Visual Genome subset other
 papers use; GRiT's full test set and that subset give numbers that are not comparable
 (docs/protocols.md#visual-genome-test-sets).
+
+``items: sentence`` makes one item per (row, sentence) with that sentence as the only reference, as GLaMM
+(``eval/ddp.py``: one entry per caption of MDETR's ``finetune_refcocog_val_captions.json``) and Osprey
+(``refcocog_eval.py``) score RefCOCOg. ``answer_cleanup`` applies the official post-processing to the answer:
+``glamm`` (``eval/region_captioning/infer.py``: newlines dropped, the text after the last ``ASSISTANT: ``,
+``<...>`` tags and ``[SEG]`` removed, whitespace collapsed, quotes stripped) or ``osprey`` (the text after the
+first ``:`` up to the next, each ``.`` followed by a newline).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -32,6 +40,24 @@ class CaptionItem:
     row_id: str
     references: tuple[str, ...]
     request: Request
+
+
+def glamm_cleanup(text: str) -> str:
+    """GLaMM's region-captioning post-processing of a generated answer."""
+    text = text.replace("\n", "").replace("  ", " ").split("ASSISTANT: ")[-1]
+    text = re.sub(r"<.*?>", "", text).replace("[SEG]", "")
+    return " ".join(text.split()).strip("'").strip()
+
+
+def osprey_cleanup(text: str) -> str:
+    """Osprey's RefCOCOg post-processing of a generated answer."""
+    text = text.strip()
+    if ":" in text:
+        text = text.split(":")[1]
+    return text.replace(".", ".\n")
+
+
+ANSWER_CLEANUP = {"none": str.strip, "glamm": glamm_cleanup, "osprey": osprey_cleanup}
 
 
 class CaptionTask(Task):
@@ -61,15 +87,17 @@ class CaptionTask(Task):
     @cached_property
     def all_items(self) -> list[CaptionItem]:
         prompt = f"{IMAGE_TOKEN}\n{self.cfg['prompt'].format(region=region_token(1))}"
-        per_region = self.cfg.get("items", "row") == "region"
-        candidates = self._region_items() if per_region else self._row_items()
+        layout = self.cfg.get("items", "row")
+        if layout not in ("row", "region", "sentence"):
+            raise ValueError(f"task {self.name}: items must be row, region or sentence, got {layout!r}")
+        per_region = layout == "region"
+        candidates = {"row": self._row_items, "region": self._region_items, "sentence": self._sentence_items}[layout]()
         items = []
-        for row, region, references in candidates:
+        for key, row, region, references in candidates:
             if self.region_ids is not None and region["source_id"] not in self.region_ids:
                 self.skipped["not_in_region_ids"] += 1
                 continue
             hide = per_region or region["label"].strip().lower() in {r.strip().lower() for r in references}
-            key = row["id"] if not per_region else f"{row['image_id']}#region{region['source_id']}"
             request = Request(key, request_row(row, prompt, regions=[region], hide_region_labels=hide), prompt,
                               fields={"category": "" if hide else region["label"]})
             items.append(CaptionItem(key, tuple(references), request))
@@ -86,19 +114,25 @@ class CaptionTask(Task):
             elif len(row["regions"]) != 1:
                 self.skipped["not_single_region"] += 1
             else:
-                yield row, row["regions"][0], list(row["references"])
+                yield row["id"], row, row["regions"][0], list(row["references"])
+
+    def _sentence_items(self):
+        """One item per (row, sentence), that sentence its only reference (GLaMM's and Osprey's RefCOCOg)."""
+        for key, row, region, references in self._row_items():
+            for k, sentence in enumerate(references):
+                yield f"{key}#s{k}", row, region, [sentence]
 
     def _region_items(self):
         """One item per distinct region of an image (``source_id``): its labels over all rows are the references
         (Flickr30K Entities: the phrases of one entity chain in the image's five sentences)."""
-        groups: dict[tuple[str, str], tuple[dict, dict, list[str]]] = {}
+        groups: dict[tuple[str, str], tuple[str, dict, dict, list[str]]] = {}
         for row in self.rows:
             for region in row["regions"]:
                 if not region["label"].strip():
                     self.skipped["region_without_label"] += 1
                     continue
                 key = (row["image_id"], region["source_id"])
-                _, _, labels = groups.setdefault(key, (row, region, []))
+                _, _, _, labels = groups.setdefault(key, (f"{key[0]}#region{key[1]}", row, region, []))
                 if region["label"] not in labels:
                     labels.append(region["label"])
         yield from groups.values()
@@ -108,13 +142,17 @@ class CaptionTask(Task):
 
     def score(self, answers: Mapping[JobKey, Any]) -> TaskResult:
         items = self.limited(self.all_items)
-        predictions = [str(answers[self.job(item.request).key]).strip() for item in items]
+        cleanup = ANSWER_CLEANUP[self.cfg.get("answer_cleanup", "none")]
+        raw = [str(answers[self.job(item.request).key]) for item in items]
+        predictions = [cleanup(text) for text in raw]
         scores = score_captions(predictions, [item.references for item in items],
                                 spice=None if self.cfg.get("spice", "auto") == "auto" else bool(self.cfg["spice"]))
-        records = [{"id": item.row_id, "prediction": prediction, "references": list(item.references)}
-                   for item, prediction in zip(items, predictions, strict=True)]
+        records = [{"id": item.row_id, "image_id": item.request.row["image_id"], "answer": text,
+                    "prediction": prediction, "references": list(item.references)}
+                   for item, text, prediction in zip(items, raw, predictions, strict=True)]
         return TaskResult(metrics=scores.corpus, per_item=scores.per_item, item_ids=[item.row_id for item in items],
-                          records=records, corpus_level=CORPUS_LEVEL, extra={"unavailable": scores.unavailable})
+                          records=records, corpus_level=CORPUS_LEVEL, extra={"unavailable": scores.unavailable},
+                          stats=scores.stats)
 
     def describe(self) -> dict[str, Any]:
         described = super().describe()

@@ -129,7 +129,8 @@ def choice_result(items: list[VcrItem], predicted: list[int | None], raws: list[
     """Accuracy, per-row records and the letter distribution of a multiple-choice task."""
     gold = [item.label for item in items]
     hits = correct(predicted, gold) if is_correct is None else is_correct
-    records = [{"id": item.row_id, "annot_id": item.annot_id, "answer": raw, "predicted": letter(p),
+    records = [{"id": item.row_id, "annot_id": item.annot_id, "image_id": item.requests[0].row["image_id"],
+                "answer": raw, "predicted": letter(p),
                 "gold": letter(item.label), "correct": bool(hit)}
                for item, p, raw, hit in zip(items, predicted, raws, hits, strict=True)]
     return TaskResult(metrics={"accuracy": 100.0 * sum(hits) / max(len(hits), 1)},

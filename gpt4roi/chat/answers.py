@@ -41,10 +41,15 @@ def start_answer(item: Conversation, answer: Iterator[str], model_lock: threadin
     def work() -> None:
         try:
             with model_lock:
-                for chunk in answer:
-                    if running.stop.is_set():  # the page went away: the round is not kept
-                        return
-                    put("chunk", chunk)
+                try:
+                    for chunk in answer:
+                        if running.stop.is_set():  # the page went away: the round is not kept
+                            return
+                        put("chunk", chunk)
+                finally:  # a streaming model stops generating before the next answer takes the lock
+                    close = getattr(answer, "close", None)
+                    if close is not None:
+                        close()
             put("done", None)
         except ModelError as exc:
             put("error", str(exc))

@@ -7,35 +7,34 @@
 * a folder: one written by ``save_pretrained`` (``config.json``), a training run folder (its ``hf/`` export),
   or a training checkpoint (``state.json`` + ``model.safetensors``, or a run folder's latest checkpoint).
 
-GPT4RoI answers through :func:`gpt4roi.modeling.inference.generate_for_rows`, whole answers at a time, so
-the page receives each answer as one chunk.
+GPT4RoI answers through :func:`gpt4roi.modeling.inference.stream_for_row`: the page receives the answer token
+by token as ``generate`` writes it, and a page that goes away stops the generation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..configs import config_dir
-from .models import BoxGeometryModel, ChatModel, GenerateAdapter
+from .models import BoxGeometryModel, ChatModel
 
 GEOMETRY = "geometry"
 
 
-class GPT4RoIRows:
-    """``generate(rows)`` over a GPT4RoI (model, processor) pair: the evaluators' shape of a model."""
+class GPT4RoIChat:
+    """A :class:`ChatModel` over a GPT4RoI (model, processor) pair: ``stream(row)`` yields the answer's tokens."""
 
     def __init__(self, model: Any, processor: Any, max_new_tokens: int):
         self.model = model
         self.processor = processor
         self.max_new_tokens = max_new_tokens
 
-    def generate(self, rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> list[str]:
-        from ..modeling.inference import generate_for_rows
+    def stream(self, row: Mapping[str, Any]) -> Iterator[str]:
+        from ..modeling.inference import stream_for_row
 
-        return generate_for_rows(self.model, self.processor, rows,
-                                 max_new_tokens=int(kwargs.get("max_new_tokens", self.max_new_tokens)))
+        return stream_for_row(self.model, self.processor, row, max_new_tokens=self.max_new_tokens)
 
 
 def load_chat_model(spec: str, *, device: str = "cpu", max_new_tokens: int = 128) -> tuple[ChatModel, str]:
@@ -48,7 +47,7 @@ def load_chat_model(spec: str, *, device: str = "cpu", max_new_tokens: int = 128
     else:
         model, processor, name = _from_config(spec)
     model = model.to(device).eval()
-    return GenerateAdapter(GPT4RoIRows(model, processor, max_new_tokens)), name
+    return GPT4RoIChat(model, processor, max_new_tokens), name
 
 
 def _from_config(spec: str) -> tuple[Any, Any, str]:

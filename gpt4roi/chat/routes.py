@@ -1,8 +1,9 @@
 """The web page's API: the page itself, the conversation's state, images (uploads and examples), questions.
 
-Every route finds its browser's conversation through the cookie key the session middleware put in the
-request scope (:mod:`gpt4roi.chat.server`), and what the routes share (limits, the model lock) on
-``app.state.chat``. Routes that change a conversation refuse while an answer is still being written.
+Every route finds its browser's conversation through the session key the middleware put in the request scope
+(:mod:`gpt4roi.chat.server`), and what the routes share (limits, the model lock) on ``app.state.chat``. Only a
+new image starts a conversation in the store (:mod:`.conversations`); the other routes see an empty one until
+then. Routes that change a conversation refuse while an answer is still being written.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from .answers import answer_events, start_answer
-from .conversations import Conversation
+from .conversations import Conversation, StoreFull
 from .errors import RequestTooLarge, error_response
 from .examples import example_image, example_names
 from .images import ImageLimits, ImageRejected, decode_image
@@ -52,7 +53,13 @@ def _context(request: Request) -> ChatContext:
 
 
 def _conversation(request: Request) -> Conversation:
-    return request.app.state.store.get(request.scope["chat_key"])
+    return request.app.state.store.view(request.scope["chat_key"])
+
+
+def _busy_refusal(request: Request) -> JSONResponse | None:
+    """The refusal for a request that would replace the image while an answer is being written."""
+    item = request.app.state.store.find(request.scope["chat_key"])
+    return _refuse_if_busy(item) if item is not None else None
 
 
 def page_state(item: Conversation, model_name: str) -> dict[str, Any]:
@@ -77,9 +84,20 @@ def _refuse_if_busy(item: Conversation) -> JSONResponse | None:
     return None
 
 
-def _use_image(request: Request, item: Conversation, image: Image.Image, name: str) -> JSONResponse:
-    item.session.set_image(image, name)
-    item.image_version += 1
+def _use_image(request: Request, image: Image.Image, name: str) -> JSONResponse:
+    """Start (or restart) the conversation with ``image``: the one route that gives a browser a stored
+    conversation, refused with 503 when the store is full."""
+    try:
+        item = request.app.state.store.create(request.scope["chat_key"])
+    except StoreFull as exc:
+        response = error_response(503, str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    with item.lock:
+        if refusal := _refuse_if_busy(item):
+            return refusal
+        item.session.set_image(image, name)
+        item.image_version += 1
     return JSONResponse(page_state(item, _context(request).model_name))
 
 
@@ -102,20 +120,18 @@ async def examples(request: Request) -> dict[str, Any]:
 
 @router.post("/api/example")
 async def pick_example(body: ExampleRequest, request: Request) -> Response:
-    item = _conversation(request)
-    if refusal := _refuse_if_busy(item):
+    if refusal := _busy_refusal(request):
         return refusal
     try:
         image = example_image(body.name)
     except KeyError as exc:
         return error_response(404, exc.args[0])
-    return _use_image(request, item, image, f"{body.name}.png")
+    return _use_image(request, image, f"{body.name}.png")
 
 
 @router.post("/api/image")
 async def upload(request: Request) -> Response:
-    item = _conversation(request)
-    if refusal := _refuse_if_busy(item):
+    if refusal := _busy_refusal(request):
         return refusal
     try:
         form = await request.form(max_files=1, max_fields=4)
@@ -133,7 +149,7 @@ async def upload(request: Request) -> Response:
         image = decode_image(data, limits, name)
     except ImageRejected as exc:
         return error_response(exc.status, str(exc))
-    return _use_image(request, item, image, name)
+    return _use_image(request, image, name)
 
 
 @router.get("/api/image")

@@ -41,6 +41,15 @@ MAX_MESSAGE_CHARS = 4000
 MIN_BOX_SIZE = 2.0  # pixels: a click without a drag must not become a box
 
 
+@dataclass(frozen=True)
+class ConversationLimits:
+    """How big one conversation may grow: every box is a region feature and every round is resent to the model
+    with the whole history, so both bound the work (and memory) one client can ask of the server."""
+
+    max_boxes: int = 32
+    max_rounds: int = 20
+
+
 class ChatError(ValueError):
     """A request the conversation cannot take (shown to the user as is): the message says what to do."""
 
@@ -67,8 +76,9 @@ class Session:
     """
 
     def __init__(self, model: ChatModel, image: Image.Image | None = None, *, image_name: str = "image.png",
-                 session_id: str | None = None):
+                 session_id: str | None = None, limits: ConversationLimits | None = None):
         self.model = model
+        self.limits = limits or ConversationLimits()
         self.session_id = session_id or secrets.token_hex(8)
         self._image: Image.Image | None = None
         self._image_png: bytes = b""
@@ -120,6 +130,7 @@ class Session:
 
     def add_box(self, xyxy: Sequence[float]) -> int:
         """Add a box (xyxy image pixels, clipped to the image) and return its number."""
+        self._require_room(len(self._boxes) + 1)
         self._boxes.append(self._checked(xyxy, len(self._boxes) + 1))
         return len(self._boxes)
 
@@ -138,12 +149,17 @@ class Session:
         if len(boxes) < self._committed:
             raise ChatError(f"boxes 1-{self._committed} are part of the conversation and cannot be removed; "
                             "clear the conversation to start over")
+        self._require_room(len(boxes))
         checked = [self._checked(box, k) for k, box in enumerate(boxes, start=1)]
         for k in range(self._committed):
             if any(abs(a - b) > 0.5 for a, b in zip(checked[k], self._boxes[k], strict=True)):
                 raise ChatError(f"box {k + 1} is part of the conversation and cannot be changed; "
                                 "clear the conversation to start over")
         self._boxes = [*self._boxes[: self._committed], *checked[self._committed:]]
+
+    def _require_room(self, count: int) -> None:
+        if count > self.limits.max_boxes:
+            raise ChatError(f"{count} boxes: at most {self.limits.max_boxes} boxes per image; delete some boxes")
 
     def _checked(self, xyxy: Sequence[float], number: int) -> tuple[float, float, float, float]:
         width, height = self.size
@@ -191,6 +207,13 @@ class Session:
             raise ChatError(f"the message has {len(message)} characters; the limit is {MAX_MESSAGE_CHARS}")
         if IMAGE_TOKEN in message:
             raise ChatError(f"{IMAGE_TOKEN} is added by the chat itself; remove it from the message")
+        try:
+            message.encode("utf-8")
+        except UnicodeEncodeError:  # JSON can carry a lone surrogate; no tokenizer or file takes one
+            raise ChatError("the message holds a broken character (an unpaired surrogate); retype it") from None
+        if len(self._history) >= self.limits.max_rounds:
+            raise ChatError(f"this conversation has reached its limit of {self.limits.max_rounds} questions; "
+                            "clear the conversation to start over")
         width, height = self.size
         refs = region_refs(message)
         missing = sorted({k for k in refs if not 1 <= k <= len(self._boxes)})

@@ -65,12 +65,14 @@ def save_pretrained(model: GPT4RoIForCausalLM, processor: GPT4RoIProcessor, fold
     processor.save_pretrained(folder)
 
 
-def load_pretrained(folder: str | Path, dtype: torch.dtype = torch.float32, **processor_overrides: Any):
-    """``(model, processor)`` from a folder written by :func:`save_pretrained`."""
+def load_pretrained(folder: str | Path, dtype: torch.dtype | str = torch.float32,
+                    device_map: str | Mapping[str, Any] | None = None, **processor_overrides: Any):
+    """``(model, processor)`` from a folder written by :func:`save_pretrained`; ``dtype`` may be ``auto`` (the
+    saved one), ``device_map`` places the weights as transformers does (``auto``: over every visible GPU)."""
     folder = Path(folder).expanduser()
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a saved GPT4RoI model (no config.json)")
-    model = GPT4RoIForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    model = GPT4RoIForCausalLM.from_pretrained(str(folder), dtype=dtype, device_map=device_map)
     return model, GPT4RoIProcessor.from_pretrained(folder, **processor_overrides)
 
 
@@ -93,7 +95,31 @@ def build_tiny(cfg: Mapping[str, Any]) -> tuple[GPT4RoIForCausalLM, GPT4RoIProce
         **multimodal_token_ids(tokenizer),
     )
     model = GPT4RoIForCausalLM(config).to(torch_dtype(cfg.get("dtype")))
+    if cfg.get("backbone") not in UNSET:
+        load_backbone(model, cfg["backbone"])
     return model, _processor(tokenizer, config, cfg)
+
+
+#: The parts a pretrained backbone file (``gpt4roi pretrain``) holds: "the CLIP" and "the Vicuna".
+BACKBONE_PARTS = ("vision_tower.", "language_model.")
+
+
+def load_backbone(model: torch.nn.Module, path: str | Path) -> None:
+    """Load the vision tower and LLM weights of a ``gpt4roi pretrain`` safetensors file into ``model`` (a relative
+    path is under the project root); projector and region module keep their initial weights."""
+    from safetensors.torch import load_file
+
+    file = Path(path).expanduser()
+    file = file if file.is_absolute() else Path(__file__).resolve().parents[2] / file
+    if not file.is_file():
+        raise FileNotFoundError(f"backbone={path}: no such file ({file}); run `gpt4roi pretrain` to write it")
+    state = load_file(str(file))
+    wanted = {k for k in model.state_dict() if k.startswith(BACKBONE_PARTS)}
+    if set(state) != wanted:
+        raise ValueError(f"{file}: not a backbone of this architecture (missing {sorted(wanted - set(state))[:3]}, "
+                         f"unexpected {sorted(set(state) - wanted)[:3]})")
+    dtype = next(model.parameters()).dtype
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
 
 
 def build_from_parts(cfg: Mapping[str, Any]) -> tuple[GPT4RoIForCausalLM, GPT4RoIProcessor]:

@@ -46,6 +46,9 @@ class GPT4RoIForCausalLM(GPT4RoIPreTrainedModel, GenerationMixin):
         self.projector = nn.Linear(config.vision_config.hidden_size, config.text_config.hidden_size)
         self.region_module = RegionFeatureModule(config)
         self.language_model = LlamaForCausalLM(config.text_config)
+        #: Compute each distinct picture and (picture, box) once per batch (:meth:`visual_features`); ``False``
+        #: gives every sample its own computation (the reference the feature-reuse benchmark compares against).
+        self.share_visual_features = True
         self.post_init()
 
     # --- embeddings (so that resize_token_embeddings and generate find them) -------------------------------
@@ -95,6 +98,43 @@ class GPT4RoIForCausalLM(GPT4RoIPreTrainedModel, GenerationMixin):
         global_tokens = self.projector(hidden[self.config.vision_feature_layer][:, 1:])
         return global_tokens, [hidden[layer][:, 1:] for layer in self.config.region_feature_layers]
 
+    def visual_features(self, pixel_values: torch.Tensor, boxes: list[torch.Tensor]
+                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Projected image tokens ``(B, N, width)`` and each sample's region embeddings ``(n_i, width)``.
+
+        The vision tower and the region pyramid run once per distinct image of the batch, and a box's RoI
+        branch once per distinct (image, box): the four options of a multiple-choice question, or several
+        prompts about one picture, cost one picture (:func:`unique_rows`; the values are the same as without it).
+        """
+        if self.share_visual_features:
+            unique_pixels, image_of = unique_rows(pixel_values)
+        else:
+            unique_pixels, image_of = pixel_values, torch.arange(pixel_values.shape[0], device=pixel_values.device)
+        global_tokens, level_tokens = self.image_features(unique_pixels)
+        per_image: list[list[list[float]]] = [[] for _ in range(unique_pixels.shape[0])]
+        seen: dict[tuple[int, tuple[float, ...]], tuple[int, int]] = {}
+        picks = []
+        for sample, sample_boxes in enumerate(boxes):
+            image = int(image_of[sample])
+            rows = []
+            for box in sample_boxes.tolist():
+                key = (image, tuple(box)) if self.share_visual_features else (image, (len(rows), *box))
+                if key not in seen:
+                    seen[key] = (image, len(per_image[image]))
+                    per_image[image].append(box)
+                rows.append(seen[key])
+            picks.append(rows)
+        regions = [pixel_values.new_zeros((0, global_tokens.shape[-1]))] * len(boxes)
+        if seen:
+            device = pixel_values.device
+            flat = self.region_module(level_tokens, [torch.tensor(b, device=device).reshape(-1, 4) for b in per_image])
+            offsets = [0]
+            for image_boxes in per_image:
+                offsets.append(offsets[-1] + len(image_boxes))
+            regions = [flat[torch.tensor([offsets[image] + row for image, row in rows], dtype=torch.long, device=device)]
+                       for rows in picks]
+        return global_tokens[image_of], regions
+
     def splice(
         self,
         input_ids: torch.LongTensor,
@@ -103,18 +143,23 @@ class GPT4RoIForCausalLM(GPT4RoIPreTrainedModel, GenerationMixin):
         boxes: list[torch.Tensor] | None,
     ) -> torch.Tensor:
         """``inputs_embeds`` with image features at ``<im_patch>`` and region features at ``<roi>``."""
-        config = self.config
         batch = input_ids.shape[0]
         if pixel_values.shape[0] != batch:
             raise ValueError(f"GPT4RoI: {pixel_values.shape[0]} images for a batch of {batch} sequences")
         boxes = list(boxes) if boxes is not None else [input_ids.new_zeros((0, 4), dtype=torch.float)] * batch
         if len(boxes) != batch:
             raise ValueError(f"GPT4RoI: {len(boxes)} box lists for a batch of {batch} sequences")
-        patch_mask = input_ids == config.image_patch_token_id
-        roi_mask = input_ids == config.roi_token_id
-        patches_per_row = patch_mask.sum(dim=1).tolist()
-        rois_per_row = roi_mask.sum(dim=1).tolist()
-        for index in range(batch):
+        self.check_placeholders(input_ids, boxes)
+        boxes = [b.to(device=pixel_values.device) for b in boxes]
+        global_tokens, regions = self.visual_features(pixel_values, boxes)
+        return self.splice_features(input_ids, inputs_embeds, global_tokens, regions)
+
+    def check_placeholders(self, input_ids: torch.LongTensor, boxes: list[torch.Tensor]) -> None:
+        """One image span (or none) per sample and exactly one ``<roi>`` per box, else an error naming the sample."""
+        config = self.config
+        patches_per_row = (input_ids == config.image_patch_token_id).sum(dim=1).tolist()
+        rois_per_row = (input_ids == config.roi_token_id).sum(dim=1).tolist()
+        for index in range(input_ids.shape[0]):
             if patches_per_row[index] not in (0, config.num_image_tokens):
                 raise ValueError(
                     f"GPT4RoI: batch sample {index} has {patches_per_row[index]} image patch tokens; expected "
@@ -125,16 +170,21 @@ class GPT4RoIForCausalLM(GPT4RoIPreTrainedModel, GenerationMixin):
                     f"GPT4RoI: batch sample {index} has {rois_per_row[index]} <roi> tokens but "
                     f"{len(boxes[index])} boxes; each box needs exactly one <roi>"
                 )
-        global_tokens, level_tokens = self.image_features(pixel_values)
-        dtype = inputs_embeds.dtype
-        with_image = torch.tensor([n > 0 for n in patches_per_row], device=input_ids.device)
+
+    def splice_features(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor, global_tokens: torch.Tensor,
+                        regions: list[torch.Tensor]) -> torch.Tensor:
+        """Put precomputed :meth:`visual_features` in at the placeholders (samples without an image span keep
+        their token embeddings). Features move to the embeddings' device and dtype: under a ``device_map`` the
+        vision tower and the LLM's embeddings may sit on different GPUs."""
+        dtype, device = inputs_embeds.dtype, inputs_embeds.device
+        patch_mask = input_ids == self.config.image_patch_token_id
+        with_image = patch_mask.any(dim=1)
         if bool(with_image.any()):
-            features = global_tokens[with_image].reshape(-1, global_tokens.shape[-1]).to(dtype)
+            features = global_tokens[with_image].reshape(-1, global_tokens.shape[-1]).to(device, dtype)
             inputs_embeds = inputs_embeds.masked_scatter(patch_mask.unsqueeze(-1), features)
-        if sum(rois_per_row):
-            boxes = [b.to(device=pixel_values.device) for b in boxes]
-            regions = self.region_module(level_tokens, boxes).to(dtype)
-            inputs_embeds = inputs_embeds.masked_scatter(roi_mask.unsqueeze(-1), regions)
+        if sum(len(r) for r in regions):
+            roi_mask = input_ids == self.config.roi_token_id
+            inputs_embeds = inputs_embeds.masked_scatter(roi_mask.unsqueeze(-1), torch.cat(regions).to(device, dtype))
         return inputs_embeds
 
     def forward(
@@ -178,3 +228,20 @@ class GPT4RoIForCausalLM(GPT4RoIPreTrainedModel, GenerationMixin):
         if inputs.get("pixel_values") is not None:
             inputs["boxes"] = boxes
         return inputs
+
+
+def unique_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct samples of a batch (compared exactly) and, per sample, the index of its distinct sample.
+
+    The distinct samples keep their order of first appearance, so a batch without repeats comes back as it is.
+    """
+    if tensor.shape[0] <= 1 or tensor.device.type == "meta":  # meta tensors have no values to compare
+        return tensor, torch.arange(tensor.shape[0], device=tensor.device)
+    _, inverse = torch.unique(tensor.flatten(1), dim=0, return_inverse=True)
+    first: dict[int, int] = {}
+    for sample, group in enumerate(inverse.tolist()):
+        first.setdefault(group, sample)
+    order = list(first.values())
+    renumber = {group: index for index, group in enumerate(first)}
+    image_of = torch.tensor([renumber[g] for g in inverse.tolist()], dtype=torch.long, device=tensor.device)
+    return tensor[order], image_of

@@ -8,7 +8,9 @@ Layout of ``<out>/checkpoints/step-NNNNNNN/``::
     state.json               step, data position, optimiser hyper-parameters, model and corpus identity
 
 No pickle is written or read. The folder is assembled under ``step-NNNNNNN.tmp`` and renamed when complete,
-so a run killed while saving leaves the previous checkpoint as the latest one.
+so a run killed while saving leaves the previous checkpoint as the latest one. A checkpoint damaged later (a
+truncated copy, a full disk, garbage in a file) is found by :func:`problem`, which reads every file's header
+and ``state.json`` without loading a tensor; :func:`newest_valid` lets resume fall back past such folders.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import json
 import random
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
@@ -43,14 +46,106 @@ def step_dirs(checkpoints: Path) -> list[Path]:
     return sorted(found, key=lambda path: int(STEP_DIR.match(path.name)[1]))
 
 
+# state.json keys and their types: every checkpoint's, and those only a resumable step checkpoint has
+WEIGHTS_STATE = {"model": dict}
+FULL_STATE = {**WEIGHTS_STATE, "step": int, "samples": int, "tokens": int, "plan": dict, "world_size": int, "param_groups": list}
+
+
+def _tensor_file_problem(path: Path, metadata: tuple[str, ...] = ()) -> str | None:
+    """Why the safetensors file ``path`` cannot be read (missing, truncated, not safetensors), or None.
+
+    safetensors checks that the header parses and that its tensors exactly cover the file, so a truncated or
+    padded file is caught here, from the header alone.
+    """
+    if not path.is_file():
+        return f"{path.name} is missing"
+    try:
+        with safe_open(path, "pt") as handle:
+            found = handle.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        return f"{path.name} is truncated or not a safetensors file ({exc})"
+    absent = [key for key in metadata if key not in found]
+    return f"{path.name} lacks the metadata {', '.join(absent)}" if absent else None
+
+
+def _state_problem(folder: Path, expected: dict[str, type]) -> tuple[dict[str, Any], str | None]:
+    """``state.json`` and why it cannot be used (unreadable, not a JSON object, keys missing or mistyped)."""
+    try:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}, "state.json is missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return {}, f"state.json is not readable JSON ({exc})"
+    if not isinstance(state, dict):
+        return {}, f"state.json holds a {type(state).__name__}, not an object"
+    wrong = [f"{key} ({kind.__name__})" for key, kind in expected.items()
+             if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool)]
+    return state, f"state.json lacks or mistypes {', '.join(wrong)}" if wrong else None
+
+
+def problem(folder: Path, *, full: bool) -> str | None:
+    """Why ``folder`` cannot be loaded — weights only, or with ``full`` everything resume needs — or None."""
+    state, found = _state_problem(folder, FULL_STATE if full else WEIGHTS_STATE)
+    if found:
+        return found
+    named = STEP_DIR.match(folder.name)
+    if named and "step" in state and int(named[1]) != state["step"]:
+        return f"state.json says step {state['step']}, the folder's name step {int(named[1])}"
+    files: list[tuple[str, tuple[str, ...]]] = [("model.safetensors", ())]
+    if full:
+        files.append(("optimizer.safetensors", ()))
+        files += [(f"rng-rank{rank}.safetensors", ("python_version", "python_gauss"))
+                  for rank in range(state["world_size"])]
+    for name, metadata in files:
+        if found := _tensor_file_problem(folder / name, metadata):
+            return found
+    return None
+
+
+def newest_valid(folders: list[Path], *, full: bool) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest of ``folders`` (oldest first) that :func:`problem` accepts, and the newer ones it refused,
+    each with the reason."""
+    skipped = []
+    for folder in reversed(folders):
+        found = problem(folder, full=full)
+        if found is None:
+            return folder, skipped
+        skipped.append((folder, found))
+    return None, skipped
+
+
+def describe_skipped(skipped: list[tuple[Path, str]]) -> str:
+    return "; ".join(f"{folder}: {why}" for folder, why in skipped)
+
+
+def set_aside(folder: Path) -> Path:
+    """Rename a damaged checkpoint to ``<name>.invalid`` (numbered when taken): out of the step order, so
+    neither pruning nor a later save at its step deletes it, and kept for a look."""
+    target = folder.with_name(f"{folder.name}.invalid")
+    number = 1
+    while target.exists():
+        target = folder.with_name(f"{folder.name}.invalid{number}")
+        number += 1
+    folder.rename(target)
+    return target
+
+
 def resolve(path: str | Path) -> Path:
-    """A checkpoint folder from a step folder, a ``final`` folder, or a run folder (its latest checkpoint)."""
+    """A checkpoint folder from a step folder, a ``final`` folder, or a run folder (its newest loadable
+    checkpoint; damaged newer ones are named on stderr and passed over)."""
     path = Path(path).expanduser()
     if (path / "state.json").is_file():
+        if found := problem(path, full=False):
+            raise CheckpointError(f"checkpoint {path} cannot be loaded: {found}")
         return path
-    for candidate in (path / "final", *reversed(step_dirs(path / "checkpoints"))):
-        if (candidate / "state.json").is_file():
-            return candidate
+    candidates = [*step_dirs(path / "checkpoints"), *([path / "final"] if (path / "final").is_dir() else [])]
+    chosen, skipped = newest_valid(candidates, full=False)
+    if skipped:
+        print(f"skipped damaged checkpoint(s): {describe_skipped(skipped)}", file=sys.stderr)
+    if chosen is not None:
+        return chosen
+    if skipped:
+        raise CheckpointError(f"{path} holds no loadable checkpoint: {describe_skipped(skipped)}")
     raise CheckpointError(f"{path} holds no checkpoint (expected state.json in it, in {path}/final, or a "
                           f"{path}/checkpoints/step-NNNNNNN folder)")
 

@@ -51,11 +51,28 @@ def _eval_batches(cfg: Any, bundle: Bundle, settings: TrainSettings) -> list[dic
 
 
 def _start_checkpoint(out: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from: the newest one whose files are all readable. Damaged newer ones are
+    named with the reason and set aside as ``<name>.invalid`` (so pruning cannot keep them over good ones);
+    when none is readable the run stops, naming each."""
     existing = checkpoint.step_dirs(out / "checkpoints")
     if existing and not resume:
         raise ValueError(f"{out} already holds checkpoints (latest {existing[-1].name}); pass resume=true to "
                          f"continue that run or choose another out=")
-    return existing[-1] if resume and existing else None
+    if not existing:
+        return None
+    start, skipped = checkpoint.newest_valid(existing, full=True)
+    if start is None:
+        raise checkpoint.CheckpointError(
+            f"resume: no checkpoint in {out / 'checkpoints'} can be loaded ({checkpoint.describe_skipped(skipped)}); "
+            f"remove them to start over, or choose another out=")
+    dist_utils.barrier()  # every rank has read the folders before rank 0 renames any
+    if dist_utils.rank() == 0:
+        for folder, why in skipped:
+            print(f"resume: skipped {folder}: {why}; set aside as {checkpoint.set_aside(folder)}")
+        if skipped:
+            print(f"resume: resuming from {start}")
+    dist_utils.barrier()
+    return start
 
 
 def main(cfg: Any) -> int:

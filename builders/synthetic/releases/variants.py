@@ -66,13 +66,19 @@ def _head_noun_end(caption: str) -> int:
 
 
 def mdetr_flickr(root: Path) -> dict[str, int]:
-    """``final_flickr_{separateGT,mergedGT}_<split>.json``: one image entry per caption, spans per phrase."""
+    """``mdetr_annotations/final_flickr_{separateGT,mergedGT}_<split>.json``, as MDETR's ``flickr_combined.py``
+    writes them: one image entry per caption; per caption the boxes of every mention are clustered at IoU >= 0.95
+    across chains and each cluster is one annotation with the cluster's *last* box and every clustered chain's
+    spans (docs/formats.md#flickr30k-mdetr-files)."""
     files = 0
     for split in ("train", "val", "test"):
         separate: dict[str, list] = {"images": [], "annotations": []}
         merged: dict[str, list] = {"images": [], "annotations": []}
         for image_id in (root / f"{split}.txt").read_text().split():
             boxes, size = _voc_boxes(root / "Annotations" / f"{image_id}.xml")
+            union = {chain: [[min(b[0] for b in chain_boxes), min(b[1] for b in chain_boxes),
+                              max(b[2] for b in chain_boxes), max(b[3] for b in chain_boxes)]]
+                     for chain, chain_boxes in boxes.items()}
             lines = (root / "Sentences" / f"{image_id}.txt").read_text().splitlines()
             for sentence_id, line in enumerate(lines):
                 caption, mentions = _debracket(line)
@@ -81,21 +87,51 @@ def mdetr_flickr(root: Path) -> dict[str, int]:
                          "caption": caption, "dataset_name": "flickr", "tokens_negative": [[0, len(caption)]],
                          "sentence_id": sentence_id, "original_img_id": int(image_id),
                          "tokens_positive_eval": [spans for spans in mentions.values()]}
-                separate["images"].append(entry)
-                merged["images"].append(entry)
-                for chain, spans in mentions.items():
-                    chain_boxes = boxes.get(chain, [])
-                    for box in chain_boxes:
-                        separate["annotations"].append(_mdetr_box(len(separate["annotations"]), new_id, box, spans))
-                    if chain_boxes:
-                        union = [min(b[0] for b in chain_boxes), min(b[1] for b in chain_boxes),
-                                 max(b[2] for b in chain_boxes), max(b[3] for b in chain_boxes)]
-                        merged["annotations"].append(_mdetr_box(len(merged["annotations"]), new_id, union, spans))
+                for data, chain_boxes in ((separate, boxes), (merged, union)):
+                    data["images"].append(entry)
+                    for voc, spans in _clusters(mentions, chain_boxes):
+                        data["annotations"].append(_mdetr_box(len(data["annotations"]), new_id, voc, spans))
         categories = [{"supercategory": "object", "id": 1, "name": "object"}]
-        write_json(root / f"final_flickr_separateGT_{split}.json", {**separate, "categories": categories})
-        write_json(root / f"final_flickr_mergedGT_{split}.json", {**merged, "categories": categories})
+        write_json(root / "mdetr_annotations" / f"final_flickr_separateGT_{split}.json", {**separate, "categories": categories})
+        write_json(root / "mdetr_annotations" / f"final_flickr_mergedGT_{split}.json", {**merged, "categories": categories})
         files += 2
     return {"mdetr_files": files}
+
+
+def _clusters(mentions: dict[str, list[list[int]]], chain_boxes: dict[str, list[list[int]]]
+              ) -> list[tuple[list[int], list[list[int]]]]:
+    """MDETR's ``get_equivalent_boxes``: the caption's boxes (a chain's boxes once per mention of it), joined
+    at IoU >= 0.95 by union-find; each cluster gives its last box and the spans of every chain in it."""
+    in_order = sorted((span[0], chain) for chain, spans in mentions.items() for span in spans)  # phrase order
+    members = [(chain, box) for _, chain in in_order for box in chain_boxes.get(chain, [])]
+    parent = list(range(len(members)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i, (_, a) in enumerate(members):
+        for j, (_, b) in enumerate(members):
+            if _iou(a, b) >= 0.95:
+                parent[find(j)] = find(i)
+    clusters: dict[int, list[int]] = {}
+    for i in range(len(members)):
+        clusters.setdefault(find(i), []).append(i)
+    result = []
+    for indices in clusters.values():
+        chains = dict.fromkeys(members[i][0] for i in indices)
+        result.append((members[indices[-1]][1], [span for chain in chains for span in mentions[chain]]))
+    return result
+
+
+def _iou(a: list[int], b: list[int]) -> float:
+    """IoU of two VOC boxes on MDETR's continuous ``[xmin, ymin, xmax, ymax]`` (no +1)."""
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _voc_boxes(path: Path) -> tuple[dict[str, list[list[int]]], tuple[int, int]]:
