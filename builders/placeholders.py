@@ -13,9 +13,14 @@ def region_token(k: int) -> str:
     return f"<region{k}>"
 
 
+# More digits than any region count has: such a number (which ``int`` may even refuse past 4,300 digits) is read
+# as this value, which names no region, so the schema rejects it as an unknown reference instead of crashing.
+_BEYOND_ANY_REGION = 10**18
+
+
 def region_refs(text: str) -> list[int]:
     """The 1-based region numbers referenced in ``text``, in order of appearance (with repeats)."""
-    return [int(m) for m in REGION_PATTERN.findall(text)]
+    return [int(m) if len(m) < 18 else _BEYOND_ANY_REGION for m in REGION_PATTERN.findall(text)]
 
 
 def strip_image_token(text: str) -> str:

@@ -261,6 +261,7 @@ def _first_image(data: dict) -> dict:
         (lambda d: _first_image(d).update(height=True), "bad_image_size"),
         (lambda d: _first_image(d).update(id=[1, 2]), "bad_id"),
         (lambda d: _first_ann(d).update(id=[1]), "bad_id"),
+        (lambda d: _first_ann(d).update(id=""), "bad_id"),  # found by the slow fuzz profile: int('') crashed
         (lambda d: _first_ann(d).update(image_id={"id": 3}), "bad_id"),
         (lambda d: _first_ann(d).update(category_id=[1]), "unknown_category"),
         (lambda d: d["categories"][-1].pop("name"), "missing_key"),

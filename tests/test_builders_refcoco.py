@@ -356,6 +356,16 @@ def test_hostile_refer_records_are_counted(tmp_path, mutate, reason):
     assert reason in report.skipped["validation"] and report.written["train"]["region_caption_short"] == 3
 
 
+def test_a_ref_whose_split_is_not_a_string_is_counted_not_a_crash(tmp_path):
+    """Found by the slow fuzz profile: a list as ``split`` was hashed and crashed the listing of splits."""
+    ref_list = refs()
+    ref_list[1]["split"] = ["val"]
+    root = write_refer(tmp_path / "raw", ref_list=ref_list, inst=instances())
+    report = build("refcoco", root, tmp_path / "out", splits=["train"])
+    assert dict(report.skipped["train"]) == {"unknown_split": 1}
+    assert report.written["train"]["region_caption_short"] == 3
+
+
 def test_mdetr_original_id_must_be_an_id(tmp_path):
     root = tmp_path / "raw"
     folder = root / "mdetr_annotations"

@@ -58,3 +58,11 @@ def test_second_image_token_is_refused():
     row = broken(lambda r: r["conversations"][2].update(value="<image> <region2>"))
     with pytest.raises(SchemaError, match="image_token_once_at_start"):
         validate(row)
+
+
+def test_a_region_number_too_long_for_int_is_an_unknown_reference():
+    """``int()`` refuses numbers of over 4,300 digits; such a placeholder names no region and is refused as one."""
+    row = broken(lambda r: r["conversations"][2].update(value="And <region2> <region" + "9" * 5000 + ">?"))
+    with pytest.raises(SchemaError) as info:
+        validate(row)
+    assert info.value.rule == "reference_exists"

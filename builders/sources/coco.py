@@ -71,6 +71,8 @@ class CocoBuilder(RegionBuilder):
     def _region(self, ann: dict[str, Any], image: dict[str, Any], index: CocoIndex) -> dict[str, Any]:
         if ann.get("iscrowd", 0):
             raise SkipRecord("crowd_annotation")
+        if type(ann.get("id")) is not int:  # COCO's annotation ids are integers; the row's meta lists them as such
+            raise SkipRecord("bad_id", f"annotation id {ann.get('id')!r} is not an integer")
         category = index.category_name(ann)
         bbox = checked_box(xywh_to_xyxy(ann["bbox"]), image["width"], image["height"])
         return region(bbox, label=category, source_id=ann["id"], segmentation=ann.get("segmentation"))

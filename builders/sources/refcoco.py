@@ -104,7 +104,7 @@ class _RefExpBuilder(RegionBuilder):
             return [split for split in SPLIT_ORDER if self.mdetr_path(split).is_file()]
         if not self.refs_path.is_file():
             return []
-        present = {RAW_TO_SPLIT.get(ref.get("split")) for ref in self._load_refs() if isinstance(ref, dict)}
+        present = {RAW_TO_SPLIT.get(_raw_split(ref)) for ref in self._load_refs()}
         return [split for split in SPLIT_ORDER if split in present]
 
     def iter_rows(self, split: str) -> Iterator[dict[str, Any]]:
@@ -122,7 +122,7 @@ class _RefExpBuilder(RegionBuilder):
         wanted = []
         seen: set[Any] = set()
         for position, ref in enumerate(refs):
-            if not isinstance(ref, dict) or ref.get("split") != raw_split:
+            if _raw_split(ref) != raw_split:
                 continue
             with self.skipping(split, f"{self.refs_path.name} ref_id={ref.get('ref_id')} (item {position})"):
                 require_keys(ref, ("ref_id", "ann_id", "image_id", "sentences"), "ref")
@@ -155,7 +155,7 @@ class _RefExpBuilder(RegionBuilder):
             with self.skipping(split, f"{self.refs_path.name} item {position}"):
                 if not isinstance(ref, dict):
                     raise SkipRecord("wrong_record_type", f"item is a {type(ref).__name__}, expected a ref dict")
-                if ref.get("split") not in RAW_TO_SPLIT:
+                if _raw_split(ref) not in RAW_TO_SPLIT:
                     raise SkipRecord("unknown_split", f"ref_id {ref.get('ref_id')} has split {ref.get('split')!r}")
 
     def _refer_target(self, ref: dict[str, Any], index: CocoIndex, split: str, where: str) -> tuple:
@@ -288,3 +288,10 @@ class RefCocogBuilder(_RefExpBuilder):
     TEMPLATES = REGION_CAPTION
     MDETR_VARIANT = "umd"
     DEFAULT_OPTIONS = {"layout": "auto", "split_by": "umd", "image_dir": IMAGE_DIR, "image_names": "2014"}
+
+
+def _raw_split(ref: Any) -> str | None:
+    """A ref's split name as the pickle writes it (``train``, ``val``, ``testA`` ...), or ``None`` when the item
+    is not a ref dict or its ``split`` is not a string (a list or a number cannot name a split)."""
+    split = ref.get("split") if isinstance(ref, dict) else None
+    return split if isinstance(split, str) else None
