@@ -119,6 +119,12 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform()}
 
 
+def machine_with_load(load_before: float) -> dict[str, Any]:
+    """:func:`machine` plus the 1-minute load average before and after the measurement (the machine is shared)."""
+    return {**machine(), "load_average_1m_before": round(load_before, 2),
+            "load_average_1m_after": round(os.getloadavg()[0], 2)}
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

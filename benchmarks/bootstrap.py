@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._measure import machine, write_result
+from benchmarks._measure import machine_with_load, write_result
 from benchmarks.caption_metrics import COLOURS, N_CAPTIONS, cpu_seconds, region_captions
 from evaluators.metrics import captioning
 from evaluators.metrics.bootstrap import (
@@ -122,8 +122,7 @@ def run() -> dict:
         "ratio": round(boot_s / score_s, 3), "cpu_ratio": round(boot_cpu / score_cpu, 3),
         "target_ratio": TARGET_RATIO, "meets_target": boot_s / score_s <= TARGET_RATIO,
         "paired": tests, "interval_widths_model_a": widths(scores_a, images),
-        "machine": {**machine(), "load_average_1m_before": round(load_before, 2),
-                    "load_average_1m_after": round(os.getloadavg()[0], 2)},
+        "machine": machine_with_load(load_before),
     }
     write_result("bootstrap", result)
     return result

@@ -27,7 +27,7 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from benchmarks._measure import machine, write_result
+from benchmarks._measure import machine_with_load, write_result
 from evaluators.metrics import captioning
 
 N_CAPTIONS = 5000
@@ -109,8 +109,7 @@ def run() -> dict:
         "ours_cpu_s": round(our_cpu, 2), "lmms_eval_way_cpu_s": round(their_cpu, 2),
         "cpu_ratio": round(their_cpu / our_cpu, 2), "target_s": TARGET_S, "meets_target": our_s < TARGET_S,
         "scores": {k: round(v, 3) for k, v in our_scores.items()},
-        "machine": {**machine(), "load_average_1m_before": round(load_before, 2),
-                    "load_average_1m_after": round(os.getloadavg()[0], 2)},
+        "machine": machine_with_load(load_before),
     }
     write_result("caption_metrics", result)
     return result

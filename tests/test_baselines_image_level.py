@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_model_overfit import caption_rows
+from test_model_overfit import caption_rows, overfit
 
 from baselines.adapters import PretrainedImageLevelModel
 from baselines.image_level import build_image_model, image_level_bundle, load_image_model, save_image_model
@@ -172,17 +172,7 @@ def test_every_baseline_overfits_eight_region_captions(renderer):
     # "object 2", or the coordinates) can still lose to the other region's caption on one row, and lr 2e-3
     # diverged when pushed further (and left blind stalled at 0.14). Measured: every renderer, blind
     # included, memorises the 8 rows in about 150 steps.
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    model.train()
-    losses = []
-    for _ in range(600):
-        loss = model(**batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if losses[-1] < 0.005:
-            break
+    losses = overfit(model, batch)
     assert losses[-1] < 0.05, f"{renderer}: loss after {len(losses)} steps {losses[-1]:.3f} (start {losses[0]:.3f})"
     assert generate_for_rows(model, processor, rows, max_new_tokens=12) == [
         row["conversations"][1]["value"] for row in rows]

@@ -61,6 +61,23 @@ def caption_rows() -> list[dict]:
     return rows
 
 
+def overfit(model, batch: dict, *, lr: float = 1e-3, target: float = 0.005, max_steps: int = 600) -> list[float]:
+    """Train ``model`` on the one ``batch`` with AdamW until the loss is under ``target`` (or ``max_steps``);
+    the losses per step. Shared by GPT4RoI's and the image-level baselines' overfit tests."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model.train()
+    losses: list[float] = []
+    for _ in range(max_steps):
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if losses[-1] < target:
+            break
+    return losses
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_tiny_model_overfits_region_captions_and_generates_them():
@@ -73,17 +90,7 @@ def test_tiny_model_overfits_region_captions_and_generates_them():
     # As the baselines' overfit test: lr 1e-3 and trained on to 0.005. At lr 2e-3 and a batch mean of 0.05 one
     # row's greedy caption could still differ (the two regions of an image share their prompt; only the <roi>
     # feature tells them apart), so the test failed on some machines.
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    model.train()
-    losses = []
-    for _ in range(600):
-        loss = model(**batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if losses[-1] < 0.005:
-            break
+    losses = overfit(model, batch)
     assert losses[-1] < 0.005, f"loss after {len(losses)} steps: {losses[-1]:.4f} (start {losses[0]:.3f})"
     print(f"tiny GPT4RoI overfit: loss {losses[0]:.3f} -> {losses[-1]:.4f} in {len(losses)} steps")
     answers = generate_for_rows(model, processor, rows, max_new_tokens=12)
