@@ -138,7 +138,7 @@ def write_split(builder: RegionBuilder, split: str, writer: ShardedParquetWriter
         builder.report.merge(report)
         writer.write_encoded_rows(table)
         on_rows(table.num_rows)
-    builder._check_outcome(split)  # the same verdict on the merged counts as validated_rows gives
+    builder.check_outcome(split)  # the same verdict on the merged counts as validated_rows gives
 
 
 def _chunks(units: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -163,7 +163,7 @@ class RegionBuilder(datasets.GeneratorBasedBuilder):
         raises :class:`~builders.errors.BuildRejected` with the reasons and counts.
         """
         yield from self.checked_rows(split, self.iter_rows(split))
-        self._check_outcome(split)
+        self.check_outcome(split)
 
     def checked_rows(self, split: str, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """``rows`` that pass the row checks, counted in the report; a bad one is a counted skip.
@@ -198,7 +198,7 @@ class RegionBuilder(datasets.GeneratorBasedBuilder):
                 raise SkipRecord("image_missing", f"{image} not found under {self.raw_root} "
                                                   "(check image_dir, or check_images=false for annotations only)")
 
-    def _check_outcome(self, split: str) -> None:
+    def check_outcome(self, split: str) -> None:
         """Refuse a split whose skips exceed ``max_skip_share`` of its records, or that held no record at all.
 
         A split whose every record was skipped has a share of 1, refused unless ``max_skip_share=1``.
