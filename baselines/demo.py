@@ -11,12 +11,12 @@ The demo is a list of steps (:data:`STEPS`), each a function of the shared :clas
    training rows);
 5. :func:`train_models`: every architecture of ``compare.models``, each starting from the same pretrained toy
    backbone (``compare.backbone``, written by ``gpt4roi pretrain`` on the world's training scenes: "the
-   Vicuna" and "the CLIP"), for ``stage1_steps`` then ``stage2_steps`` optimiser steps on the same corpus rows
-   in the same order (same seed, batch, optimiser and schedule), as the paper's recipe: stage 1 trains only what
-   each model puts between the frozen vision tower and the frozen LLM (GPT4RoI: the region module and the
-   projector, which would otherwise stay random; the image-level baselines: the projector; ``blind``
-   uses neither and only runs stage 2, as ``experiment=tiny_blind`` does), stage 2 everything but the vision
-   tower. ``compare.parallel`` models train at once, one process each;
+   Vicuna", "the CLIP" and a LLaVA-style projector aligned on captions), for ``stage1_steps`` then
+   ``stage2_steps`` optimiser steps on the same corpus rows in the same order (same seed, batch, optimiser and
+   schedule), as the paper's recipe: stage 1 trains into the frozen LLM only GPT4RoI's region module (its
+   projector stays the pretrained one, as GPT4RoI's stage 1 keeps LLaVA's) and the image-level baselines'
+   projector (``blind`` uses neither and only runs stage 2, as ``experiment=tiny_blind`` does), stage 2
+   everything but the vision tower. ``compare.parallel`` models train at once, one process each;
 6. :func:`evaluate_models`: each trained model and each floor on ``compare.tasks``, the same items for all
    (``compare.limit`` per task), VCR by log-likelihood of the options (a tiny model never fine-tuned on the
    letter format cannot be scored by the letter it writes); ``region_sensitivity`` (right region versus another

@@ -16,7 +16,7 @@ from gpt4roi.configs import compose
 from gpt4roi.modeling import build_model
 from gpt4roi.modeling.factory import BACKBONE_PARTS
 from gpt4roi.pretrain import pretrain, sha256_file
-from gpt4roi.pretrain.data import pretrain_data
+from gpt4roi.pretrain.data import describe, pretrain_data, scene_caption
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "gpt4roi" / "pretrain" / "weights"
@@ -43,8 +43,12 @@ def test_the_committed_backbone_matches_its_manifest_and_starts_every_tiny_model
     for model in models:
         weights = model.state_dict()
         assert all(torch.equal(weights[key], value.float()) for key, value in state.items())
-        # the parts between image and LLM start from the architecture's own initial weights
-        assert torch.equal(weights["projector.weight"], random_init.state_dict()["projector.weight"])
+        # the LLaVA-style projector comes with the backbone; GPT4RoI's region module starts from its initial weights
+        assert torch.equal(weights["projector.weight"], state["projector.weight"].float())
+    assert sorted({key.split(".")[0] for key in state}) == ["language_model", "projector", "vision_tower"]
+    gpt4roi = models[0].state_dict()
+    assert all(torch.equal(value, gpt4roi[key]) for key, value in random_init.state_dict().items()
+               if key.startswith("region_module."))
     assert not torch.equal(random_init.state_dict()["language_model.lm_head.weight"],
                            state["language_model.lm_head.weight"].float())
 
@@ -60,6 +64,16 @@ def test_a_backbone_of_another_architecture_is_refused(tmp_path):
         build_model(architecture("tiny", backbone=str(tmp_path / "absent.safetensors")))
 
 
+
+def test_a_scene_caption_names_its_objects_left_to_right():
+    def obj(shape, colour, size, texture, x):
+        return {"shape": shape, "colour": colour, "size": size, "texture": texture, "box": [x, 0, x + 10, 10]}
+
+    scene = {"objects": [obj("square", "red", "large", "plain", 50), obj("circle", "blue", "small", "striped", 10),
+                         obj("star", "green", "medium", "dotted", 30)]}
+    assert scene_caption(scene) == "The small striped blue circle, the medium dotted green star and the large red square."
+    assert scene_caption({"objects": scene["objects"][:1]}) == "The large red square."
+
 def test_pretraining_data_never_shows_a_held_out_scene(tmp_path):
     world = tmp_path / "world"
     synthesize(world, "tiny", 0)
@@ -70,14 +84,21 @@ def test_pretraining_data_never_shows_a_held_out_scene(tmp_path):
     held_out = {scene["key"] for scene in scenes if any(
         key in scene["key"] for key in (":val", ":test"))}
     crop_images = {crop.image for crop in data.crops}
+    caption_images = {caption.image for caption in data.captions}
     for scene in scenes:
         if scene["key"] in held_out:
-            assert not crop_images & set(scene["files"]), scene["key"]
+            assert not (crop_images | caption_images) & set(scene["files"]), scene["key"]
     assert data.held_out_scenes > len(held_out)  # plus the COCO train pictures RefCOCO/+/g evaluate on
     assert data.training_scenes + data.held_out_scenes == len(scenes)
     kept = [scene for scene in scenes if scene["files"][0] in crop_images]
     assert len(data.crops) == sum(len(scene["objects"]) for scene in kept)
     assert data.crops[0].description.startswith("the ") and data.texts[0].startswith("A chat between")
+    # the projector's captions: one per training scene with objects, its objects left to right
+    assert caption_images == crop_images and len(data.captions) == len(kept)
+    first = next(scene for scene in kept if scene["files"][0] == data.captions[0].image)
+    by_x = sorted(first["objects"], key=lambda obj: (obj["box"][0], obj["box"][1]))
+    assert data.captions[0].text == scene_caption(first) and data.captions[0].text.endswith(".")
+    assert data.captions[0].text.lower().startswith(describe(by_x[0]))
     assert "<roi>" not in "".join(data.texts) and "<image>" not in "".join(data.texts)
     assert pretrain_data(world, tmp_path / "again", 0).fingerprint == data.fingerprint
 

@@ -100,13 +100,14 @@ def build_tiny(cfg: Mapping[str, Any]) -> tuple[GPT4RoIForCausalLM, GPT4RoIProce
     return model, _processor(tokenizer, config, cfg)
 
 
-#: The parts a pretrained backbone file (``gpt4roi pretrain``) holds: "the CLIP" and "the Vicuna".
-BACKBONE_PARTS = ("vision_tower.", "language_model.")
+#: The parts a pretrained backbone file (``gpt4roi pretrain``) holds: "the CLIP", "the Vicuna" and the LLaVA-style
+#: projector between them.
+BACKBONE_PARTS = ("vision_tower.", "language_model.", "projector.")
 
 
 def load_backbone(model: torch.nn.Module, path: str | Path) -> None:
-    """Load the vision tower and LLM weights of a ``gpt4roi pretrain`` safetensors file into ``model`` (a relative
-    path is under the project root); projector and region module keep their initial weights."""
+    """Load the vision tower, LLM and projector weights of a ``gpt4roi pretrain`` safetensors file into ``model`` (a
+    relative path is under the project root); the region module keeps its initial weights."""
     from safetensors.torch import load_file
 
     file = Path(path).expanduser()

@@ -77,8 +77,8 @@ class GPT4RoIForCausalLM(GPT4RoIPreTrainedModel, GenerationMixin):
     def set_trainable(self, groups: Iterable[str]) -> dict[str, int]:
         """Train exactly ``groups`` (others frozen); returns the trainable parameter count per group.
 
-        Stage 1 of the paper trains ``["region_module", "projector"]``; stage 2 adds ``"llm"``; the vision
-        tower stays frozen throughout.
+        Stage 1 of the paper trains ``["region_module"]`` (the projector comes pretrained from LLaVA's alignment
+        stage); stage 2 trains ``["region_module", "projector", "llm"]``; the vision tower stays frozen throughout.
         """
         wanted = set(groups)
         unknown = wanted - set(FREEZE_GROUPS)

@@ -4,9 +4,12 @@ GPT4RoI starts from a pretrained LLM (Vicuna) and a pretrained vision tower (CLI
 weights learns to read its region only after hundreds of steps. This command gives the tiny architecture
 (``conf/architecture/tiny.yaml``) both, on the synthetic world's **training** scenes only
 (:mod:`gpt4roi.pretrain.data`): the LLM as a language model on the training conversations, the vision tower
-contrastively on object crops and their descriptions (:mod:`gpt4roi.pretrain.train`). It writes
+contrastively on object crops and their descriptions, then (both frozen) the projector on whole training scenes
+and their captions, as LLaVA's alignment stage (:mod:`gpt4roi.pretrain.train`): GPT4RoI's stage 1 loads such a
+projector and trains only its region module. It writes
 
-* ``<out>/<name>.safetensors``: the ``vision_tower.*`` and ``language_model.*`` weights (float16, a few MB),
+* ``<out>/<name>.safetensors``: the ``vision_tower.*``, ``language_model.*`` and ``projector.*`` weights
+  (float16, a few MB),
   loaded by any tiny architecture with ``backbone: <file>``;
 * ``<out>/<name>.json``: the manifest — command, seed, steps, settings, the data fingerprint, the file's
   sha256, losses, seconds and versions.
@@ -56,7 +59,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
 
     from ..modeling.factory import BACKBONE_PARTS, build_tiny, plain_config
     from .data import pretrain_data
-    from .train import train_language_model, train_vision_tower
+    from .train import train_language_model, train_projector, train_vision_tower
 
     torch.set_num_threads(int(cfg.threads))
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -65,8 +68,8 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pretrain-") as scratch:
         world = prepare_world(cfg, Path(scratch))
         data = pretrain_data(world, Path(scratch) / "built", int(cfg.seed))
-        print(f"pretraining data: {len(data.texts)} training conversations, {len(data.crops)} object crops of "
-              f"{data.training_scenes} training scenes ({data.held_out_scenes} held-out scenes left out)")
+        print(f"pretraining data: {len(data.texts)} training conversations, {len(data.crops)} object crops and "
+              f"{len(data.captions)} captioned images of {data.training_scenes} training scenes ({data.held_out_scenes} held-out scenes left out)")
         architecture = {**plain_config(cfg.architecture), "backbone": None}
         model, processor = build_tiny(architecture)
         torch.manual_seed(int(cfg.seed))
@@ -77,7 +80,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
                     print(f"  {name} step {step}: loss {loss:.3f}", flush=True)
             return show
 
-        lm, vis = cfg.language_model, cfg.vision
+        lm, vis, proj = cfg.language_model, cfg.vision, cfg.projector
         lm_losses = train_language_model(model.language_model, processor.tokenizer, data.texts, steps=int(lm.steps),
                                          batch_size=int(lm.batch_size), max_tokens=int(lm.max_tokens), lr=float(lm.lr),
                                          seed=int(cfg.seed), log=log("language model", int(cfg.log_every)))
@@ -85,6 +88,9 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
                                            data.crops, steps=int(vis.steps), batch_size=int(vis.batch_size),
                                            margin=float(vis.margin), lr=float(vis.lr), seed=int(cfg.seed),
                                            log=log("vision tower", int(cfg.log_every)))
+        projector_losses = train_projector(model, processor, world, data.captions, steps=int(proj.steps),
+                                           batch_size=int(proj.batch_size), lr=float(proj.lr), seed=int(cfg.seed),
+                                           log=log("projector", int(cfg.log_every)))
     weights = out / f"{cfg.name}{WEIGHTS_SUFFIX}"
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
              if k.startswith(BACKBONE_PARTS)}
@@ -92,14 +98,17 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     manifest = {
         "command": " ".join(["gpt4roi", "pretrain", *cfg.get("argv", [])]),
         "config": {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "argv"},
-        "seed": int(cfg.seed), "steps": {"language_model": int(lm.steps), "vision": int(vis.steps)},
+        "seed": int(cfg.seed), "steps": {"language_model": int(lm.steps), "vision": int(vis.steps),
+                                            "projector": int(proj.steps)},
         "data": {"fingerprint": data.fingerprint, "training_conversations": len(data.texts),
-                 "object_crops": len(data.crops), "training_scenes": data.training_scenes,
+                 "object_crops": len(data.crops), "captioned_images": len(data.captions),
+                 "training_scenes": data.training_scenes,
                  "held_out_scenes": data.held_out_scenes},
         "weights": {"file": weights.name, "sha256": sha256_file(weights), "bytes": weights.stat().st_size,
                     "dtype": "float16", "tensors": len(state)},
         "loss": {"language_model": [round(lm_losses[0], 4), round(lm_losses[-1], 4)],
-                 "vision": [round(vision_losses[0], 4), round(vision_losses[-1], 4)]},
+                 "vision": [round(vision_losses[0], 4), round(vision_losses[-1], 4)],
+                 "projector": [round(projector_losses[0], 4), round(projector_losses[-1], 4)]},
         "tolerance": {"max_abs_difference": float(cfg.tolerance),
                       "why": "bitwise equal on one machine (one thread, fixed seed and order); another CPU's "
                              "matrix kernels may round differently, and the differences grow over the steps"},
@@ -122,5 +131,6 @@ def main(cfg: DictConfig) -> int:
     print(f"wrote {Path(cfg.out) / manifest['weights']['file']} ({manifest['weights']['bytes'] / 1e6:.1f} MB, "
           f"sha256 {manifest['weights']['sha256'][:16]}) in {manifest['seconds']} s; language model loss "
           f"{manifest['loss']['language_model'][0]} -> {manifest['loss']['language_model'][1]}, vision "
-          f"{manifest['loss']['vision'][0]} -> {manifest['loss']['vision'][1]}")
+          f"{manifest['loss']['vision'][0]} -> {manifest['loss']['vision'][1]}, projector "
+          f"{manifest['loss']['projector'][0]} -> {manifest['loss']['projector'][1]}")
     return 0

@@ -5,7 +5,9 @@ when any row of any non-``train`` split shows it (RefCOCO/+/g val/test, COCO val
 val/test); a scene is held out when any of its files is (one scene is one picture, hard-linked into several
 releases). The language model reads the ``train`` rows of scenes that are not held out, rendered in the
 conversation template the models later see (:func:`gpt4roi.processing.render_turns`, without image or region
-tokens); the vision tower sees crops of the objects of those scenes with their ground-truth descriptions.
+tokens); the vision tower sees crops of the objects of those scenes with their ground-truth descriptions; the
+projector sees those scenes whole with a caption listing their objects (:func:`scene_caption`), as LLaVA's
+alignment stage saw CC3M's image-caption pairs.
 """
 
 from __future__ import annotations
@@ -39,9 +41,18 @@ class Crop:
 
 
 @dataclass(frozen=True)
+class Caption:
+    """One training scene whole: its image file (under the world) and a caption naming its objects."""
+
+    image: str
+    text: str
+
+
+@dataclass(frozen=True)
 class PretrainData:
     texts: list[str]
     crops: list[Crop]
+    captions: list[Caption]
     held_out_scenes: int
     training_scenes: int
 
@@ -53,6 +64,8 @@ class PretrainData:
             sha.update(text.encode() + b"\0")
         for crop in self.crops:
             sha.update(json.dumps([crop.image, crop.box, crop.description]).encode())
+        for caption in self.captions:
+            sha.update(json.dumps([caption.image, caption.text]).encode())
         return sha.hexdigest()
 
 
@@ -60,6 +73,13 @@ def describe(obj: dict[str, Any]) -> str:
     """The ground-truth description of an object, in the world's referring-expression words."""
     texture = "" if obj["texture"] == "plain" else f"{obj['texture']} "
     return f"the {obj['size']} {texture}{obj['colour']} {obj['shape']}"
+
+
+def scene_caption(scene: dict[str, Any]) -> str:
+    """A short caption of a whole scene: its objects' descriptions, left to right (CC3M-style, one sentence)."""
+    names = [describe(obj) for obj in sorted(scene["objects"], key=lambda obj: (obj["box"][0], obj["box"][1]))]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"{listed[0].upper()}{listed[1:]}."
 
 
 def document(row: dict[str, Any]) -> str:
@@ -94,9 +114,11 @@ def pretrain_data(world: Path, built: Path, seed: int) -> PretrainData:
             held_out.add(scene_of[path])
     texts = [document(row) for release, row in rows
              if row["split"] == "train" and scene_of.get(f"{release}/{row['image']}") not in held_out]
+    training = [scene for index, scene in enumerate(manifest["scenes"]) if index not in held_out]
     crops = [Crop(scene["files"][0], tuple(float(v) for v in obj["box"]), describe(obj))
-             for index, scene in enumerate(manifest["scenes"]) if index not in held_out for obj in scene["objects"]]
-    return PretrainData(texts, crops, len(held_out), len(manifest["scenes"]) - len(held_out))
+             for scene in training for obj in scene["objects"]]
+    captions = [Caption(scene["files"][0], scene_caption(scene)) for scene in training if scene["objects"]]
+    return PretrainData(texts, crops, captions, len(held_out), len(manifest["scenes"]) - len(held_out))
 
 
 def load_crop(world: Path, crop: Crop, margin: float) -> Image.Image:

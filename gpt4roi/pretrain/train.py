@@ -4,7 +4,9 @@
   training conversations (every token supervised);
 * :func:`train_vision_tower` — "the CLIP": the tiny vision tower against a small bag-of-tokens text encoder
   with CLIP's symmetric InfoNCE loss on object crops and their descriptions. Crops with the same description
-  in one batch are all positives of each other (soft targets), since the world repeats descriptions.
+  in one batch are all positives of each other (soft targets), since the world repeats descriptions;
+* :func:`train_projector` — "the LLaVA projector": with tower and LLM frozen, only the projector learns to
+  caption whole training scenes (LLaVA's alignment stage; GPT4RoI's stage 1 starts from such a projector).
 
 Both run on one CPU thread with a fixed seed and a fixed data order, so a run is reproducible.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import Crop, load_crop
+from .data import Caption, Crop, load_crop
 
 
 def cosine_lr(step: int, steps: int, peak: float, warmup: int) -> float:
@@ -120,3 +122,29 @@ def train_vision_tower(vision: nn.Module, pixel_values: Callable, tokenizer, wor
     vision.train()
     parameters = [*vision.parameters(), *text_tower.parameters(), *image_proj.parameters(), log_scale]
     return optimise(parameters, loss_of, batches(len(crops), batch_size, steps, seed), lr, log)
+
+
+#: The alignment prompt: LLaVA's stage 1 asked for a brief description of the image.
+CAPTION_PROMPT = "<image>\nDescribe the image briefly."
+
+
+def train_projector(model: nn.Module, processor, world: Path, captions: list[Caption], *, steps: int,
+                    batch_size: int, lr: float, seed: int, log: Callable[[int, float], None]) -> list[float]:
+    """Caption loss through the frozen tower and LLM, the projector alone trained (in the models' template)."""
+    from PIL import Image
+
+    def encoded(index: int, caption: Caption):
+        row = {"id": f"caption-{index}", "regions": [],
+               "conversations": [{"from": "human", "value": CAPTION_PROMPT}, {"from": "gpt", "value": caption.text}]}
+        with Image.open(world / caption.image) as image:
+            return processor.encode(row, image.convert("RGB"))
+
+    rows = [encoded(index, caption) for index, caption in enumerate(captions)]
+    model.requires_grad_(False)
+    model.projector.requires_grad_(True)
+    model.train()
+
+    def loss_of(indices: list[int]) -> torch.Tensor:
+        return model(**processor.collate([rows[i] for i in indices])).loss
+
+    return optimise(list(model.projector.parameters()), loss_of, batches(len(rows), batch_size, steps, seed), lr, log)
