@@ -30,7 +30,8 @@ DISTINCT = {
     ("corpus", "variants"): {"recipe.<entry>.options.variants": "the variants a source's build writes",
                              "recipe.<entry>.variants": "the ones of them a recipe entry keeps"},
     **{("pretrain", knob): {f"language_model.{knob}": f"the language model's {meaning}",
-                            f"vision.{knob}": f"the contrastive vision tower's {meaning}"}
+                            f"vision.{knob}": f"the contrastive vision tower's {meaning}",
+                            f"projector.{knob}": f"the caption-aligned projector's {meaning}"}
        for knob, meaning in [("steps", "optimiser steps"), ("batch_size", "batch"), ("lr", "learning rate")]},
     ("pretrain", "margin"): {"vision.margin": "context cropped around each object for the contrastive tower",
                              "architecture.renderer.margin": "context a crop renderer keeps around the region"},

@@ -1,12 +1,12 @@
 """``gpt4roi pretrain``: the toy backbone that GPT4RoI-tiny and every tiny baseline start from.
 
-GPT4RoI starts from a pretrained LLM (Vicuna) and a pretrained vision tower (CLIP); a tiny model from random
-weights learns to read its region only after hundreds of steps. This command gives the tiny architecture
-(``conf/architecture/tiny.yaml``) both, on the synthetic world's **training** scenes only
-(:mod:`gpt4roi.pretrain.data`): the LLM as a language model on the training conversations, the vision tower
-contrastively on object crops and their descriptions, then (both frozen) the projector on whole training scenes
-and their captions, as LLaVA's alignment stage (:mod:`gpt4roi.pretrain.train`): GPT4RoI's stage 1 loads such a
-projector and trains only its region module. It writes
+GPT4RoI starts from a pretrained LLM (Vicuna), a pretrained vision tower (CLIP) and LLaVA's pretrained projector
+between them; a tiny model from random weights learns to read its region only after hundreds of steps. This
+command gives the tiny architecture (``conf/architecture/tiny.yaml``) all three, on the synthetic world's
+**training** scenes only (:mod:`gpt4roi.pretrain.data`): the LLM as a language model on the training
+conversations, the vision tower contrastively on object crops and their descriptions, then (both frozen) the
+projector on whole training scenes and their captions, as LLaVA's alignment stage (:mod:`gpt4roi.pretrain.train`):
+GPT4RoI's stage 1 loads such a projector and trains only its region module. It writes
 
 * ``<out>/<name>.safetensors``: the ``vision_tower.*``, ``language_model.*`` and ``projector.*`` weights
   (float16, a few MB),
@@ -94,7 +94,10 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     weights = out / f"{cfg.name}{WEIGHTS_SUFFIX}"
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
              if k.startswith(BACKBONE_PARTS)}
-    save_file(state, str(weights), metadata={"architecture": str(cfg.architecture.name), "seed": str(cfg.seed)})
+    # One metadata key: safetensors writes its metadata map in a per-process random order, so two keys would give
+    # the same tensors a different sha256 from run to run.
+    save_file(state, str(weights), metadata={"backbone": json.dumps({"architecture": str(cfg.architecture.name),
+                                                                    "seed": int(cfg.seed)})})
     manifest = {
         "command": " ".join(["gpt4roi", "pretrain", *cfg.get("argv", [])]),
         "config": {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "argv"},
