@@ -7,11 +7,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from test_eval_runner import REPO, SlowCountingModel, _cached, gpt4roi, vcr_rows, write_folder
+from test_eval_runner import (
+    REPO,
+    SlowCountingModel,
+    _cached,
+    gpt4roi,
+    vcr_rows,
+    wait_until_cached,
+    write_folder,
+)
 
 from baselines.hf_vlm_tiny import write_tiny_vlm
 from builders.build import build_source
@@ -113,11 +120,7 @@ def test_a_killed_rank_resumes_without_recomputing(vcr_world, tmp_path):
     out, log = tmp_path / "run", tmp_path / "first"
     slow = torchrun([*common(vcr_world, out, log), "+model.delay=0.4"], port=29623)
     rank1 = out / "cache.sqlite.rank1"
-    deadline = time.time() + 240
-    while len(_cached(rank1)) < 4:
-        assert slow.poll() is None, f"run ended before it could be killed: {slow.stdout.read()[-3000:]}"
-        assert time.time() < deadline, "rank 1 cached nothing in time"
-        time.sleep(0.05)
+    wait_until_cached(slow, rank1, 4, timeout=240)
     os.kill(int(Path(f"{log}.pid1").read_text()), signal.SIGKILL)
     slow.communicate(timeout=120)
     assert slow.returncode != 0 and not (out / "chance" / "vcr_qar.json").exists()

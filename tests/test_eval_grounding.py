@@ -207,3 +207,16 @@ def test_the_image_coords_baseline_is_supervised_on_the_box_text(tmp_path, one_t
     text = processor.tokenizer.decode(supervised)
     assert text.startswith("[0.031, 0.062, 0.219, 0.417]")
     assert float(model(**batch).loss) > 0
+
+
+def test_a_task_setting_outside_its_choices_is_refused_with_the_task_name():
+    from evaluators.tasks.grounding import GroundingTask
+    from evaluators.tasks.roc import RocBinaryTask
+
+    with pytest.raises(ValueError, match=r"task g: items must be one of \['expression', 'phrase'\], got 'word'"):
+        GroundingTask("g", {"items": "word"})
+    with pytest.raises(ValueError, match=r"task g: box_protocol must be one of \['any', 'merged'\], got 'mean'"):
+        GroundingTask("g", {"box_protocol": "mean"})
+    with pytest.raises(ValueError, match=r"task r: pairs must be one of \['drawn', 'file'\], got 'all'"):
+        RocBinaryTask("r", {"pairs": "all"})
+    assert GroundingTask("g", {}).items_kind == "expression" and RocBinaryTask("r", {}).pairs == "drawn"

@@ -348,6 +348,18 @@ def _cached(cache: Path) -> set[str]:
             return set()
 
 
+def wait_until_cached(process: subprocess.Popen, cache: Path, count: int, timeout: float) -> None:
+    """Poll ``cache`` until it holds ``count`` answers, failing if ``process`` ends first or time runs out."""
+    deadline = time.time() + timeout
+    while len(_cached(cache)) < count:
+        if process.poll() is not None:
+            output = process.stdout.read()  # text or bytes, as the process was opened
+            text = output if isinstance(output, str) else output.decode()
+            pytest.fail(f"run ended before it could be killed: {text[-3000:]}")
+        assert time.time() < deadline, f"{cache.name} cached fewer than {count} answers in {timeout} s"
+        time.sleep(0.05)
+
+
 def test_killed_run_resumes_without_recomputing(world, tmp_path):
     out, log1, log2 = tmp_path / "results", tmp_path / "calls1.txt", tmp_path / "calls2.txt"
     total = 16 + 16  # vcr_qa and vcr_qar requests
@@ -358,11 +370,7 @@ def test_killed_run_resumes_without_recomputing(world, tmp_path):
                              f"+model.log={log1}", "+model.delay=0.4"], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     cache = out / "cache.sqlite"
-    deadline = time.time() + 300
-    while len(_cached(cache)) < 6:
-        assert slow.poll() is None, f"run ended before it could be killed: {slow.stdout.read().decode()}"
-        assert time.time() < deadline, "the slow run cached nothing in time"
-        time.sleep(0.05)
+    wait_until_cached(slow, cache, 6, timeout=300)
     slow.send_signal(signal.SIGKILL)
     slow.wait()
     before = _cached(cache)

@@ -14,12 +14,12 @@ import pytest
 from test_eval_runner import write_folder
 
 from baselines.floors import TextSimilarity
+from builders.boxes import box_iou
 from builders.schema import validate
 from evaluators.cache import AnswerCache
 from evaluators.protocol import EvalModel, Request, digest
 from evaluators.runner import answer_jobs, default_task_dir
 from evaluators.tasks import make_task
-from evaluators.tasks.sensitivity import box_iou
 
 TASK_DIR = default_task_dir()
 # image -> [(source_id, x1, caption)]: image 1 has three objects (the 3rd overlaps the 1st: IoU 0.6), image 2 two

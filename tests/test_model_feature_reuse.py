@@ -3,33 +3,21 @@ the scores equal those of running every request through the whole model."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
-from PIL import Image, ImageDraw
+from test_model_gpt4roi import scene, tiny_cfg
 
 from gpt4roi.modeling import build_model, generate_for_rows, loglikelihood
 from gpt4roi.modeling.inference import prompt_groups
 from gpt4roi.modeling.modeling_gpt4roi import unique_rows
 
-TINY = Path(__file__).resolve().parent.parent / "conf" / "architecture" / "tiny.yaml"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    model, processor = build_model(yaml.safe_load(TINY.read_text()))
+    model, processor = build_model(tiny_cfg())
     return model.eval(), processor
-
-
-def picture(colour: str) -> Image.Image:
-    image = Image.new("RGB", (160, 120), "lightgray")
-    draw = ImageDraw.Draw(image)
-    draw.ellipse([10, 10, 70, 70], fill=colour)
-    draw.rectangle([90, 40, 150, 110], fill="blue")
-    return image
 
 
 def vcr_row(row_id: str, prompt: str, boxes: list[list[float]]) -> dict:
@@ -48,7 +36,7 @@ OPTIONS = ["it is red", "because it is blue", "a circle", "the square is larger 
 def requests():
     """A VCR question (4 answers, then 4 rationales, one picture) and one question about another picture."""
     rows = [QA] * 4 + [QAR] * 4 + [OTHER] * 2
-    images = [picture("red")] * 8 + [picture("green")] * 2
+    images = [scene("red")] * 8 + [scene("green")] * 2
     return rows, OPTIONS + OPTIONS + OPTIONS[:2], images
 
 
@@ -111,7 +99,7 @@ def test_prompt_groups_need_the_same_tokens_picture_and_boxes(tiny):
     _, processor = tiny
     moved = vcr_row("q:1m", QA["conversations"][0]["value"], [[10, 10, 70, 71], BOXES[1]])
     rows = [QA, QA, QAR, moved, QA]
-    images = [picture("red"), picture("red"), picture("red"), picture("red"), picture("green")]
+    images = [scene("red"), scene("red"), scene("red"), scene("red"), scene("green")]
     encoded = [processor.encode(row, image, generation=True, continuation="a")
                for row, image in zip(rows, images, strict=True)]
     assert prompt_groups(encoded) == [[0, 1], [2], [3], [4]]
@@ -127,7 +115,7 @@ def test_unique_rows_keeps_first_appearance_order():
 def test_several_prompts_about_one_picture_run_the_tower_once(tiny):
     model, processor = tiny
     rows = [QA, QAR, OTHER]
-    images = [picture("red")] * 3
+    images = [scene("red")] * 3
     counted = Counter(model)
     alone = generate_for_rows(model, processor, rows, max_new_tokens=3, images=images, batch_size=3)
     shared = (counted.pictures, counted.boxes)

@@ -110,6 +110,13 @@ class Task(ABC):
         self.generation = dict(self.cfg.get("generation") or {})
         self.settings = settings_json(self.mode, self.generation)
 
+    def choice(self, key: str, default: str, allowed: Sequence[str]) -> str:
+        """The config's ``key`` (``default`` when absent), refused with the task's name unless it is ``allowed``."""
+        value = self.cfg.get(key, default)
+        if value not in allowed:
+            raise ValueError(f"task {self.name}: {key} must be one of {list(allowed)}, got {value!r}")
+        return value
+
     # --- data -------------------------------------------------------------------------------------------
     @cached_property
     def _loaded(self) -> tuple[list[dict[str, Any]], str]:

@@ -101,12 +101,8 @@ class GroundingTask(Task):
 
     def __init__(self, name: str, cfg: Mapping[str, Any], data_root: Any = None, limit: int | None = None):
         super().__init__(name, cfg, data_root, limit)
-        self.items_kind = self.cfg.get("items", "expression")
-        if self.items_kind not in ("expression", "phrase"):
-            raise ValueError(f"task {name}: items must be 'expression' or 'phrase', got {self.items_kind!r}")
-        self.box_protocol = self.cfg.get("box_protocol", "any")
-        if self.box_protocol not in BOX_PROTOCOLS:
-            raise ValueError(f"task {name}: box_protocol must be one of {BOX_PROTOCOLS}, got {self.box_protocol!r}")
+        self.items_kind = self.choice("items", "expression", ("expression", "phrase"))
+        self.box_protocol = self.choice("box_protocol", "any", BOX_PROTOCOLS)
         self.accuracy_name = self.cfg.get("accuracy_name", "Acc@0.5")
         self.coordinates: str | None = None
 

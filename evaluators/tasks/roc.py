@@ -270,9 +270,7 @@ class RocBinaryTask(RocTask):
 
     def __init__(self, name: str, cfg: Mapping[str, Any], data_root: Any = None, limit: int | None = None):
         super().__init__(name, cfg, data_root, limit)
-        self.pairs = self.cfg.get("pairs", "drawn")
-        if self.pairs not in ("drawn", "file"):
-            raise ValueError(f"task {name}: pairs must be 'drawn' or 'file', got {self.pairs!r}")
+        self.pairs = self.choice("pairs", "drawn", ("drawn", "file"))
 
     def fields(self, item: RegionItem) -> dict[str, str]:
         if self.pairs == "file":

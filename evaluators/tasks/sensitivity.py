@@ -25,11 +25,12 @@ can be scored, image-level models through their own renderer (the request row ca
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from builders.boxes import box_iou
 from builders.placeholders import IMAGE_TOKEN, region_token
 from builders.seeding import row_rng
 
@@ -45,15 +46,6 @@ class SensitivityItem:
     right: Request
     distractor: Request
     distractor_id: str
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two xyxy boxes."""
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _norm(text: str) -> str:

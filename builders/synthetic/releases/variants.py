@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from builders.boxes import box_iou
 from builders.synthetic.files import link_or_copy, write_json
 
 # MDETR converted refs(unc) for RefCOCO and RefCOCO+, refs(umd) for RefCOCOg
@@ -113,7 +114,7 @@ def _clusters(mentions: dict[str, list[list[int]]], chain_boxes: dict[str, list[
 
     for i, (_, a) in enumerate(members):
         for j, (_, b) in enumerate(members):
-            if _iou(a, b) >= 0.95:
+            if box_iou(a, b) >= 0.95:  # MDETR's continuous xyxy (no +1)
                 parent[find(j)] = find(i)
     clusters: dict[int, list[int]] = {}
     for i in range(len(members)):
@@ -123,15 +124,6 @@ def _clusters(mentions: dict[str, list[list[int]]], chain_boxes: dict[str, list[
         chains = dict.fromkeys(members[i][0] for i in indices)
         result.append((members[indices[-1]][1], [span for chain in chains for span in mentions[chain]]))
     return result
-
-
-def _iou(a: list[int], b: list[int]) -> float:
-    """IoU of two VOC boxes on MDETR's continuous ``[xmin, ymin, xmax, ymax]`` (no +1)."""
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _voc_boxes(path: Path) -> tuple[dict[str, list[list[int]]], tuple[int, int]]:
